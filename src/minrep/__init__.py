@@ -1,0 +1,3 @@
+"""minrep: minimal representations of stochastic processes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,446 @@
+"""Trajectory data: the :class:`Trajectories` container, ``.npz`` datasets and tracking files.
+
+A dataset ``.npz`` holds ``displacements`` float32 ``(n, dim, time)``; per-trajectory labels
+of shape ``(n,)`` (``alpha`` and ``D`` float64, ``process`` strings, ``particle`` ids, ...);
+``meta``, a JSON string; and ``lengths`` (int, ``(n,)``) when trajectories differ in length,
+in which case each row is padded with NaN after its last displacement.
+
+Tracking files (CSV or Parquet, as trackpy and the AnDi challenge write them) have one row per
+position and columns ``particle`` (or ``traj_idx``), ``frame``, ``x`` and, in 2D/3D, ``y``,
+``z``. Positions become displacements ``dx[t] = x[t+1] - x[t]``. Every problem with a file is
+reported as a :class:`TrajectoryFileError` that names the file, the trajectory and the row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TRACK_SUFFIXES = (".csv", ".parquet", ".pq")
+COORDINATES = ("x", "y", "z")
+ID_COLUMNS = ("particle", "traj_idx")
+
+
+class TrajectoryFileError(ValueError):
+    """A trajectory file or array that cannot be used, with the reason."""
+
+
+@contextlib.contextmanager
+def atomic_write(path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+
+    An interrupted write leaves the old file (or none), never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix + ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Trajectories:
+    """A set of trajectories as displacements, with per-trajectory labels and metadata.
+
+    ``displacements``: float32 ``(n, dim, time)``; when ``lengths`` is given (ragged sets, e.g.
+    from tracking files) row ``i`` holds ``lengths[i]`` displacements followed by NaN.
+    ``labels``: name -> array of shape ``(n,)``. ``meta``: JSON-serialisable description.
+    """
+
+    displacements: np.ndarray
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    lengths: np.ndarray | None = None
+
+    def __post_init__(self):
+        dx = np.asarray(self.displacements)
+        if dx.ndim != 3:
+            raise TrajectoryFileError(
+                f"displacements must have shape (n, dim, time), got {dx.shape}"
+            )
+        if not np.issubdtype(dx.dtype, np.floating):
+            raise TrajectoryFileError(f"displacements must be floating point, got {dx.dtype}")
+        self.displacements = np.ascontiguousarray(dx, dtype=np.float32)
+        n = dx.shape[0]
+        labels = {}
+        for name, values in self.labels.items():
+            values = np.asarray(values)
+            if values.shape != (n,):
+                raise TrajectoryFileError(
+                    f"label {name!r} has shape {values.shape}, expected ({n},): one per trajectory"
+                )
+            labels[name] = values
+        self.labels = labels
+        if self.lengths is not None:
+            lengths = np.asarray(self.lengths, dtype=np.int64)
+            if lengths.shape != (n,) or (lengths < 0).any() or (lengths > dx.shape[2]).any():
+                raise TrajectoryFileError(
+                    f"lengths must be {n} integers in [0, {dx.shape[2]}], got shape {lengths.shape}"
+                )
+            self.lengths = None if (lengths == dx.shape[2]).all() else lengths
+
+    # -- shape ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.displacements.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.displacements.shape[1]
+
+    @property
+    def n_steps(self) -> int:
+        """Displacements per trajectory (the longest, for ragged sets)."""
+        return self.displacements.shape[2]
+
+    @property
+    def is_ragged(self) -> bool:
+        return self.lengths is not None
+
+    def step_counts(self) -> np.ndarray:
+        """Number of displacements of each trajectory, ``(n,)``."""
+        if self.lengths is None:
+            return np.full(len(self), self.n_steps, dtype=np.int64)
+        return self.lengths
+
+    # -- labels -----------------------------------------------------------------------------
+    @property
+    def alpha(self) -> np.ndarray | None:
+        return self.labels.get("alpha")
+
+    @property
+    def D(self) -> np.ndarray | None:  # noqa: N802 (the physicists' name)
+        return self.labels.get("D")
+
+    @property
+    def process(self) -> str | None:
+        """The process name when all trajectories share one, else None."""
+        values = self.labels.get("process")
+        if values is None or len(values) == 0:
+            return self.meta.get("process")
+        unique = np.unique(values)
+        return str(unique[0]) if unique.size == 1 else None
+
+    # -- access -----------------------------------------------------------------------------
+    def trajectory(self, i: int) -> np.ndarray:
+        """Displacements of trajectory ``i`` without padding, ``(dim, length)``."""
+        return self.displacements[i, :, : self.step_counts()[i]]
+
+    def subset(self, index) -> Trajectories:
+        """The trajectories selected by ``index`` (integer array, slice or boolean mask)."""
+        lengths = None if self.lengths is None else self.lengths[index]
+        dx = self.displacements[index]
+        if lengths is not None and lengths.size:  # trim padding no longer needed
+            dx = dx[:, :, : lengths.max()]
+        labels = {k: v[index] for k, v in self.labels.items()}
+        return Trajectories(dx, labels, dict(self.meta), lengths)
+
+    def groups_by_length(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(length, indices)`` for each distinct trajectory length, shortest first."""
+        counts = self.step_counts()
+        for length in np.unique(counts):
+            yield int(length), np.flatnonzero(counts == length)
+
+
+# ---------------------------------------------------------------------------------------------
+# .npz datasets
+
+
+def save_npz(trajectories: Trajectories, path) -> Path:
+    """Write ``trajectories`` to ``path`` (``.npz``) atomically; returns the path."""
+    path = Path(path)
+    arrays = {"displacements": trajectories.displacements, "meta": np.array(json.dumps(
+        trajectories.meta, default=_json_default))}
+    for name, values in trajectories.labels.items():
+        if name in ("displacements", "meta", "lengths"):
+            raise TrajectoryFileError(f"label name {name!r} is reserved")
+        arrays[name] = values
+    if trajectories.lengths is not None:
+        arrays["lengths"] = trajectories.lengths
+    with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in metadata")
+
+
+def load_npz(path, min_steps: int = 1) -> Trajectories:
+    """Read a dataset written by :func:`save_npz` (or by hand in the same layout).
+
+    Never unpickles. Raises :class:`TrajectoryFileError` naming the file and the trajectory
+    for a missing or misshapen array, non-finite values or trajectories shorter than
+    ``min_steps`` displacements.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrajectoryFileError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise TrajectoryFileError(f"{path}: not an .npz dataset ({err})") from None
+    except ValueError as err:  # object arrays need pickle: refused
+        raise TrajectoryFileError(f"{path}: contains arrays that need unpickling ({err})") from None
+    if "displacements" not in arrays:
+        raise TrajectoryFileError(
+            f"{path}: no 'displacements' array (found: {', '.join(sorted(arrays)) or 'nothing'})"
+        )
+    dx = arrays.pop("displacements")
+    if dx.ndim != 3:
+        raise TrajectoryFileError(
+            f"{path}: 'displacements' has shape {dx.shape}, expected (n, dim, time)"
+        )
+    if not np.issubdtype(dx.dtype, np.floating):
+        raise TrajectoryFileError(f"{path}: 'displacements' has dtype {dx.dtype}, expected float")
+    meta_raw = arrays.pop("meta", None)
+    try:
+        meta = json.loads(str(meta_raw)) if meta_raw is not None else {}
+    except json.JSONDecodeError as err:
+        raise TrajectoryFileError(f"{path}: 'meta' is not valid JSON ({err})") from None
+    lengths = arrays.pop("lengths", None)
+    n = dx.shape[0]
+    labels = {}
+    for name, values in arrays.items():
+        if values.ndim == 0:  # one value for the whole set, e.g. process = "fbm"
+            values = np.full(n, values[()])
+        if values.shape != (n,):
+            raise TrajectoryFileError(
+                f"{path}: label {name!r} has shape {values.shape}, expected ({n},), one value "
+                f"per trajectory"
+            )
+        labels[name] = values
+    try:
+        trajectories = Trajectories(dx, labels, meta, lengths)
+    except TrajectoryFileError as err:
+        raise TrajectoryFileError(f"{path}: {err}") from None
+    _check_finite(trajectories, path)
+    check_min_steps(trajectories, min_steps, path)
+    return trajectories
+
+
+def _check_finite(trajectories: Trajectories, source) -> None:
+    dx = trajectories.displacements
+    valid = np.arange(dx.shape[2]) < trajectories.step_counts()[:, None]  # (n, time)
+    bad = ~np.isfinite(dx) & valid[:, None, :]
+    if bad.any():
+        i, component, t = (int(v) for v in np.argwhere(bad)[0])
+        raise TrajectoryFileError(
+            f"{source}: trajectory {_name(trajectories, i)} has a non-finite displacement "
+            f"({dx[i, component, t]}) at step {t}, component {component}"
+        )
+
+
+def _name(trajectories: Trajectories, i: int) -> str:
+    particle = trajectories.labels.get("particle")
+    return f"{i} (particle {particle[i]})" if particle is not None else str(i)
+
+
+def check_min_steps(trajectories: Trajectories, min_steps: int, source="data") -> None:
+    """Raise a :class:`TrajectoryFileError` if a trajectory has fewer than ``min_steps``
+    displacements."""
+    counts = trajectories.step_counts()
+    short = np.flatnonzero(counts < min_steps)
+    if short.size:
+        i = int(short[0])
+        raise TrajectoryFileError(
+            f"{source}: {short.size} trajector{'y is' if short.size == 1 else 'ies are'} shorter "
+            f"than the minimum of {min_steps} displacements ({min_steps + 1} positions); the "
+            f"first is trajectory {_name(trajectories, i)} with {counts[i]}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracking files
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix not in TRACK_SUFFIXES:
+        raise TrajectoryFileError(
+            f"{path}: unknown file type {suffix!r}; expected .npz, .csv or .parquet"
+        )
+    if not path.is_file():
+        raise TrajectoryFileError(f"{path}: no such file")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise TrajectoryFileError(f"{path}: the file is empty") from None
+    except ImportError as err:
+        raise TrajectoryFileError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'minrep[parquet]' ({err})"
+        ) from None
+    except Exception as err:  # parser errors of pandas/pyarrow: report them, not a traceback
+        raise TrajectoryFileError(f"{path}: cannot be read as a table ({err})") from None
+
+
+def read_tracks(
+    path,
+    *,
+    split_gaps: bool = False,
+    min_steps: int = 1,
+    on_short: str = "error",
+) -> Trajectories:
+    """Read a tracking file (CSV or Parquet) into displacements.
+
+    Trajectories may differ in length (the result is then ragged). A gap in the frames of a
+    particle is an error unless ``split_gaps``, which starts a new trajectory after it (label
+    ``segment`` counts the pieces). Trajectories with fewer than ``min_steps`` displacements
+    raise (``on_short="error"``) or are dropped with a warning that gives their number
+    (``on_short="skip"``). Labels: ``particle`` (the id in the file) and ``first_frame``.
+    """
+    if on_short not in ("error", "skip"):
+        raise ValueError(f"on_short must be 'error' or 'skip', got {on_short!r}")
+    path = Path(path)
+    table = _read_table(path)
+    csv = path.suffix.lower() == ".csv"
+
+    def where(row: int) -> str:  # rows as a person finds them in the file
+        return f"line {row + 2}" if csv else f"row {row}"
+
+    if len(table) == 0:
+        raise TrajectoryFileError(f"{path}: the file has a header but no rows")
+    id_column = next((c for c in ID_COLUMNS if c in table.columns), None)
+    coords = [c for c in COORDINATES if c in table.columns]
+    missing = [] if id_column else ["particle (or traj_idx)"]
+    missing += [c for c in ("frame", "x") if c not in table.columns]
+    if coords != list(COORDINATES[: len(coords)]):
+        missing.append(f"{COORDINATES[len(coords) - 1]} (found {', '.join(coords)})")
+    if missing:
+        raise TrajectoryFileError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}"
+        )
+    ids = table[id_column].to_numpy()
+    if pd.isna(ids).any():
+        row = int(np.flatnonzero(pd.isna(ids))[0])
+        raise TrajectoryFileError(f"{path}: {where(row)} has no {id_column}")
+    numbers = {}
+    for column in ["frame", *coords]:
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise TrajectoryFileError(
+                f"{path}: particle {ids[row]}, {where(row)}: {column} = {table[column].iloc[row]!r}"
+                f" is not a finite number ({bad.sum()} such value(s) in column {column})"
+            )
+        numbers[column] = values
+    frames = numbers["frame"]
+    if (frames != np.round(frames)).any():
+        row = int(np.flatnonzero(frames != np.round(frames))[0])
+        raise TrajectoryFileError(
+            f"{path}: particle {ids[row]}, {where(row)}: frame {frames[row]} is not an integer"
+        )
+    frames = frames.astype(np.int64)
+
+    order = np.lexsort((frames, pd.factorize(ids, sort=True)[0]))
+    ids_sorted, frames_sorted = ids[order], frames[order]
+    same = ids_sorted[1:] == ids_sorted[:-1]
+    step = np.diff(frames_sorted)
+    repeated = np.flatnonzero(same & (step == 0))
+    if repeated.size:
+        j = int(repeated[0])
+        raise TrajectoryFileError(
+            f"{path}: particle {ids_sorted[j]} has frame {frames_sorted[j]} twice "
+            f"({where(int(order[j]))} and {where(int(order[j + 1]))})"
+        )
+    gaps = np.flatnonzero(same & (step > 1))
+    if gaps.size and not split_gaps:
+        j = int(gaps[0])
+        raise TrajectoryFileError(
+            f"{path}: particle {ids_sorted[j]} jumps from frame {frames_sorted[j]} to "
+            f"{frames_sorted[j + 1]} ({where(int(order[j + 1]))}); frames must be consecutive "
+            f"(or pass split_gaps / --split-gaps to cut trajectories at gaps)"
+        )
+    # Each trajectory is a run of consecutive frames of one particle.
+    starts = np.flatnonzero(np.concatenate([[True], ~same | (step > 1)]))
+    ends = np.append(starts[1:], len(order))
+    positions = np.stack([numbers[c][order] for c in coords])  # (dim, rows)
+    n_steps = ends - starts - 1
+    particle = ids_sorted[starts]
+    segment = np.zeros(starts.size, dtype=np.int64)
+    for k in range(1, starts.size):
+        if particle[k] == particle[k - 1]:
+            segment[k] = segment[k - 1] + 1
+
+    short = n_steps < min_steps
+    if short.any():
+        k = int(np.flatnonzero(short)[0])
+        message = (
+            f"{path}: {short.sum()} trajector{'y has' if short.sum() == 1 else 'ies have'} fewer "
+            f"than the minimum of {min_steps} displacements ({min_steps + 1} positions); the first"
+            f" is particle {particle[k]} ({where(int(order[starts[k]]))}) with {n_steps[k] + 1} "
+            f"position(s)"
+        )
+        if on_short == "error":
+            raise TrajectoryFileError(message)
+        warnings.warn(message + ": skipped", stacklevel=2)
+        keep = ~short
+        starts, ends, n_steps = starts[keep], ends[keep], n_steps[keep]
+        particle, segment = particle[keep], segment[keep]
+        if not keep.any():
+            raise TrajectoryFileError(f"{path}: no trajectory is long enough ({min_steps} steps)")
+
+    dx = np.full((starts.size, len(coords), int(n_steps.max())), np.nan, dtype=np.float32)
+    increments = np.diff(positions, axis=1)  # increments across run boundaries are unused
+    for k, (s, m) in enumerate(zip(starts, n_steps)):
+        dx[k, :, :m] = increments[:, s : s + m]
+    labels = {"particle": particle, "first_frame": frames_sorted[starts]}
+    if split_gaps:
+        labels["segment"] = segment
+    meta = {"source": str(path), "id_column": id_column, "coordinates": coords}
+    return Trajectories(dx, labels, meta, lengths=n_steps)
+
+
+def write_tracks(trajectories: Trajectories, path) -> Path:
+    """Write trajectories as a tracking file (CSV or Parquet by suffix), positions starting
+    at 0, atomically. Labels ``particle`` and ``first_frame`` are used when present."""
+    path = Path(path)
+    if path.suffix.lower() not in TRACK_SUFFIXES:
+        raise TrajectoryFileError(f"{path}: tracking files end in .csv or .parquet")
+    particle = trajectories.labels.get("particle", np.arange(len(trajectories)))
+    first = trajectories.labels.get("first_frame", np.zeros(len(trajectories), dtype=np.int64))
+    frames = []
+    for i in range(len(trajectories)):
+        dx = trajectories.trajectory(i).astype(np.float64)
+        pos = np.concatenate([np.zeros((dx.shape[0], 1)), np.cumsum(dx, axis=1)], axis=1)
+        part = {"particle": particle[i], "frame": first[i] + np.arange(pos.shape[1])}
+        part.update({c: pos[d] for d, c in enumerate(COORDINATES[: trajectories.dim])})
+        frames.append(pd.DataFrame(part))
+    table = pd.concat(frames, ignore_index=True)
+    with atomic_write(path, suffix=path.suffix) as tmp:
+        if path.suffix.lower() == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
+    return path
+
+
+def load(path, *, min_steps: int = 1, split_gaps: bool = False, on_short: str = "error"):
+    """Read a dataset ``.npz`` or a tracking file, by suffix."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        return load_npz(path, min_steps=min_steps)
+    return read_tracks(path, split_gaps=split_gaps, min_steps=min_steps, on_short=on_short)
