@@ -32,8 +32,7 @@ from minrep.processes import ANDI_ONLY_PROCESSES, PROCESSES, SimulationError, ch
 PINNED_VERSION = "2.1.13"
 
 INSTALL_HINT = (
-    "the andi backend needs andi-datasets (which pins numpy<=1.26.4): "
-    "pip install 'minrep[andi]'"
+    "the andi backend needs andi-datasets (which pins numpy<=1.26.4): pip install 'minrep[andi]'"
 )
 
 
@@ -64,16 +63,17 @@ def _models_theory():
 @contextlib.contextmanager
 def _seeded(seed):
     """Seed the global generators andi-datasets draws from, and restore them afterwards."""
+    # andi-datasets draws from numpy's legacy global state: there is no generator to pass.
     import stochastic.random
 
-    legacy_state = np.random.get_state()
+    legacy_state = np.random.get_state()  # noqa: NPY002
     previous = stochastic.random.generator
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002
     stochastic.random.generator = np.random.default_rng(seed)
     try:
         yield
     finally:
-        np.random.set_state(legacy_state)
+        np.random.set_state(legacy_state)  # noqa: NPY002
         stochastic.random.generator = previous
 
 

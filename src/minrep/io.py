@@ -164,8 +164,10 @@ class Trajectories:
 def save_npz(trajectories: Trajectories, path) -> Path:
     """Write ``trajectories`` to ``path`` (``.npz``) atomically; returns the path."""
     path = Path(path)
-    arrays = {"displacements": trajectories.displacements, "meta": np.array(json.dumps(
-        trajectories.meta, default=_json_default))}
+    arrays = {
+        "displacements": trajectories.displacements,
+        "meta": np.array(json.dumps(trajectories.meta, default=_json_default)),
+    }
     for name, values in trajectories.labels.items():
         if name in ("displacements", "meta", "lengths"):
             raise TrajectoryFileError(f"label name {name!r} is reserved")
@@ -330,7 +332,8 @@ def read_tracks(
         missing.append(f"{COORDINATES[len(coords) - 1]} (found {', '.join(coords)})")
     if missing:
         raise TrajectoryFileError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}"
+            f"{path}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(map(str, table.columns))}"
         )
     ids = table[id_column].to_numpy()
     if pd.isna(ids).any():
@@ -405,7 +408,7 @@ def read_tracks(
 
     dx = np.full((starts.size, len(coords), int(n_steps.max())), np.nan, dtype=np.float32)
     increments = np.diff(positions, axis=1)  # increments across run boundaries are unused
-    for k, (s, m) in enumerate(zip(starts, n_steps)):
+    for k, (s, m) in enumerate(zip(starts, n_steps, strict=True)):
         dx[k, :, :m] = increments[:, s : s + m]
     labels = {"particle": particle, "first_frame": frames_sorted[starts]}
     if split_gaps:

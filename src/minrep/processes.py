@@ -287,13 +287,15 @@ def make_dataset(
         raise SimulationError("need n_positions >= 2 and n_per_cell >= 1")
     alphas, Ds = grid.labels()
     if backend == "numpy":
-        dx = simulate(process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, dtype=dtype,
-                      progress=progress)
+        dx = simulate(
+            process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, dtype=dtype, progress=progress
+        )
     elif backend == "andi":
         from minrep import andi
 
-        dx = andi.simulate(process, alphas, Ds, grid.n_steps, dim=dim, seed=seed,
-                           progress=progress).astype(dtype)
+        dx = andi.simulate(
+            process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, progress=progress
+        ).astype(dtype)
     else:
         raise SimulationError(f"unknown backend {backend!r}; choose numpy or andi")
     meta = {
@@ -302,8 +304,12 @@ def make_dataset(
         "numpy_version": np.__version__,
         "process": process,
         "preset": preset,
-        "grid": {"alpha": list(grid.alpha), "D": list(grid.D), "n_per_cell": grid.n_per_cell,
-                 "n_positions": grid.n_positions},
+        "grid": {
+            "alpha": list(grid.alpha),
+            "D": list(grid.D),
+            "n_per_cell": grid.n_per_cell,
+            "n_positions": grid.n_positions,
+        },
         "dim": dim,
         "seed": seed,
     }
@@ -346,7 +352,7 @@ def _fgn_innovations(alpha: float, n_steps: int, start: int, memory: int | None)
     steps = np.arange(start, n_steps)
     order = steps if memory is None else np.minimum(steps, memory)
     a = np.zeros((n_steps, steps.size))
-    for col, (t, k) in enumerate(zip(steps, order)):
+    for col, (t, k) in enumerate(zip(steps, order, strict=True)):
         a[t, col] = 1.0
         a[t - k : t, col] = -phi[k, :k][::-1]
     return a, v[order]
