@@ -1,0 +1,3 @@
+from minrep.cli import main
+
+main()

@@ -1,0 +1,154 @@
+"""Classical statistics of trajectories: MSDs, exponent fits, correlations, D(t).
+
+Every function takes displacements of shape ``(n, dim, L)`` (trajectories of T = L + 1
+positions, time in steps). MSDs are summed over the ``dim`` components, so for the processes of
+:mod:`minrep.processes` MSD(t) = 2 dim D t^alpha; fits return the per-component D.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+from tqdm.auto import tqdm
+
+_CHUNK = 8192  # trajectories per FFT batch: bounds memory (~100 MB at T = 400) and paces progress
+
+
+def _as_displacements(displacements) -> np.ndarray:
+    dx = np.asarray(displacements)
+    if dx.ndim != 3:
+        raise ValueError(f"displacements must have shape (n, dim, L), got {dx.shape}")
+    return dx
+
+
+def positions(displacements) -> np.ndarray:
+    """Positions ``(n, dim, L + 1)`` starting at 0, float64."""
+    dx = _as_displacements(displacements).astype(np.float64)
+    return np.concatenate([np.zeros(dx.shape[:2] + (1,)), np.cumsum(dx, axis=-1)], axis=-1)
+
+
+def _lagged_products(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """sum_i x[..., i] x[..., i + k] for k = 0 .. max_lag, by FFT; ``x`` is ``(..., T)``."""
+    size = scipy.fft.next_fast_len(x.shape[-1] + max_lag + 1, real=True)
+    spectrum = scipy.fft.rfft(x, n=size, axis=-1, workers=-1)
+    spectrum *= spectrum.conj()
+    return scipy.fft.irfft(spectrum, n=size, axis=-1, workers=-1)[..., : max_lag + 1]
+
+
+def ta_msd(
+    displacements, max_lag: int | None = None, start: int = 0, progress: bool = False
+) -> np.ndarray:
+    """Time-averaged MSD (paper eq. A4) of each trajectory at lags 1 .. ``max_lag``.
+
+    TA-MSD(k) = 1/(T - k) sum_i |x(t_i + k) - x(t_i)|^2 over the positions from ``start`` on
+    (``start`` > 0 keeps only the end of each trajectory). Returns ``(n, max_lag)``; column
+    ``k - 1`` is lag ``k``. Computed by FFT in O(T log T) per trajectory.
+    """
+    x = positions(displacements)[..., start:]
+    n, _, n_positions = x.shape
+    max_lag = n_positions - 1 if max_lag is None else max_lag
+    if not 1 <= max_lag < n_positions:
+        raise ValueError(f"max_lag must be in [1, {n_positions - 1}], got {max_lag}")
+    lags = np.arange(1, max_lag + 1)
+    out = np.empty((n, max_lag))
+    chunks = range(0, n, _CHUNK)
+    for lo in tqdm(chunks, desc="TA-MSD", disable=not progress or len(chunks) < 2, unit="chunk"):
+        chunk = x[lo : lo + _CHUNK]
+        # Centring changes no difference but keeps the FFT free of cancellation errors.
+        chunk = chunk - chunk.mean(axis=-1, keepdims=True)
+        cumsq = np.concatenate(
+            [np.zeros(chunk.shape[:2] + (1,)), np.cumsum(chunk**2, axis=-1)], axis=-1
+        )
+        # sum_{i < T-k} x_i^2 + sum_{i >= k} x_i^2 - 2 sum_i x_i x_{i+k}
+        squares = cumsq[..., n_positions - lags] + cumsq[..., -1:] - cumsq[..., lags]
+        cross = _lagged_products(chunk, max_lag)[..., 1:]
+        out[lo : lo + _CHUNK] = ((squares - 2 * cross) / (n_positions - lags)).sum(axis=1)
+    return np.clip(out, 0, None)  # round-off can leave -1e-20 where the MSD is ~0
+
+
+def tea_msd(displacements, max_lag: int | None = None, start: int = 0) -> np.ndarray:
+    """Time- and ensemble-averaged MSD (paper eq. A5): the mean TA-MSD, ``(max_lag,)``."""
+    return ta_msd(displacements, max_lag, start).mean(axis=0)
+
+
+def ensemble_msd(displacements) -> np.ndarray:
+    """Ensemble-averaged MSD <|x(t) - x(0)|^2> at t = 1 .. L, ``(L,)``."""
+    x = positions(displacements)
+    return (x[..., 1:] ** 2).sum(axis=1).mean(axis=0)
+
+
+def fit_power_law(lags, msd, dim: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares fit of log MSD = log(2 dim D) + alpha log(lag) along the last axis.
+
+    ``lags``: ``(k,)`` or any shape broadcastable with ``msd`` (``(k,)``, ``(n, k)``, ...).
+    Returns ``(alpha, D)`` with the shape of ``msd`` without its last axis. Non-positive MSD
+    values give NaN.
+    """
+    log_lag = np.log(np.asarray(lags, dtype=np.float64))
+    if log_lag.shape[-1] < 2:
+        raise ValueError("a power-law fit needs at least two lags")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_msd = np.log(np.where(np.asarray(msd) > 0, msd, np.nan))
+    centred = log_lag - log_lag.mean(axis=-1, keepdims=True)
+    alpha = (centred * log_msd).sum(axis=-1) / (centred**2).sum(axis=-1)
+    intercept = log_msd.mean(axis=-1) - alpha * log_lag.mean(axis=-1)
+    return alpha, np.exp(intercept) / (2 * dim)
+
+
+def default_lag_window(n_positions: int) -> tuple[int, int]:
+    """The usual fitting window: lags 1 .. 10 % of the trajectory length (at least 1 .. 2)."""
+    return 1, max(2, int(0.1 * n_positions))
+
+
+def estimate_alpha_D(  # noqa: N802
+    displacements, lags: tuple[int, int] | None = None, start: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anomalous exponent and D of each trajectory from a fit of its TA-MSD over the lags
+    ``lags = (first, last)`` (inclusive; default :func:`default_lag_window`). ``(n,)`` each."""
+    dx = _as_displacements(displacements)
+    first, last = lags or default_lag_window(dx.shape[-1] + 1 - start)
+    if not 1 <= first < last:
+        raise ValueError(f"lag window must satisfy 1 <= first < last, got ({first}, {last})")
+    msd = ta_msd(dx, last, start)[:, first - 1 :]
+    return fit_power_law(np.arange(first, last + 1), msd, dim=dx.shape[1])
+
+
+def sliding_alpha(lags, msd, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Local exponent from fits over sliding windows of ``width`` consecutive lags (Fig. 3b).
+
+    ``lags``: ``(k,)``; ``msd``: ``(k,)`` or ``(n, k)``. Returns the geometric centre lag of
+    each window, ``(k - width + 1,)``, and the fitted alpha, ``(..., k - width + 1)``.
+    """
+    lags = np.asarray(lags, dtype=np.float64)
+    msd = np.asarray(msd)
+    windows = np.lib.stride_tricks.sliding_window_view(np.arange(lags.size), width)
+    alpha, _ = fit_power_law(lags[windows], msd[..., windows])
+    centres = np.exp(np.log(lags[windows]).mean(axis=1))
+    return centres, alpha
+
+
+def displacement_autocorrelation(
+    displacements, max_lag: int, normalize: bool = True
+) -> np.ndarray:
+    """<dx(t) dx(t + k)> for k = 0 .. ``max_lag``, averaged over time, trajectories and
+    components, ``(max_lag + 1,)``; divided by the k = 0 value when ``normalize`` (the
+    paper's C(dt) of Fig. 3a is its absolute value)."""
+    dx = _as_displacements(displacements).astype(np.float64)
+    n_steps = dx.shape[-1]
+    if not 0 <= max_lag < n_steps:
+        raise ValueError(f"max_lag must be in [0, {n_steps - 1}], got {max_lag}")
+    total = np.zeros(max_lag + 1)
+    for lo in range(0, dx.shape[0], _CHUNK):
+        total += _lagged_products(dx[lo : lo + _CHUNK], max_lag).sum(axis=(0, 1))
+    covariance = total / (dx.shape[0] * dx.shape[1] * (n_steps - np.arange(max_lag + 1)))
+    return covariance / covariance[0] if normalize else covariance
+
+
+def diffusion_coefficient_t(displacements) -> np.ndarray:
+    """D(t) = Var(dx(t)) / 2 across the ensemble, averaged over components, ``(L,)``.
+
+    For SBM this is D ((t+1)^alpha - t^alpha) ~ alpha D t^(alpha - 1) (Fig. 3d)."""
+    dx = _as_displacements(displacements).astype(np.float64)
+    if dx.shape[0] < 2:
+        raise ValueError("D(t) needs at least two trajectories")
+    return dx.var(axis=0, ddof=1).mean(axis=0) / 2
