@@ -71,7 +71,9 @@ def simulate(
     dim: Annotated[int, typer.Option(help="spatial dimensions (independent components)")] = 1,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same bytes")] = 0,
     backend: Annotated[str, typer.Option(help="numpy (exact, ours) or andi")] = "numpy",
-    float64: Annotated[bool, typer.Option(help="store float64 internally (file is float32)")] = False,
+    float64: Annotated[
+        bool, typer.Option(help="store float64 internally (file is float32)")
+    ] = False,
 ):
     """Simulate a labelled dataset on a parameter grid and write it as .npz."""
     with _user_errors():
@@ -101,7 +103,9 @@ def simulate(
 @app.command("exact-nll")
 def exact_nll(
     data: Annotated[Path, typer.Argument(help="labelled dataset .npz (alpha, D, process)")],
-    start: Annotated[int, typer.Option(help="first scored step (the model's receptive field)")] = 32,
+    start: Annotated[
+        int, typer.Option(help="first scored step (the model's receptive field)")
+    ] = 32,
     memory: Annotated[
         Optional[int], typer.Option(help="condition on the last M steps only (default: all)")
     ] = None,

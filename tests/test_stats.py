@@ -1,0 +1,162 @@
+"""Tests of minrep.stats: exact identities on small arrays, and statistical laws of the exact
+simulators with tolerances of 5 standard errors measured from the sample (fixed seeds)."""
+
+import numpy as np
+import pytest
+
+from minrep import processes, stats
+
+SIGMAS = 5.0  # tolerance in standard errors: a false alarm is a < 1e-6 event
+
+
+def direct_ta_msd(dx, start=0):
+    x = stats.positions(dx)[..., start:]
+    return np.stack(
+        [
+            ((x[..., k:] - x[..., :-k]) ** 2).sum(axis=1).mean(axis=-1)
+            for k in range(1, x.shape[-1])
+        ],
+        axis=1,
+    )
+
+
+def group_spread(values_fn, data, groups=10):
+    """Standard error of a statistic of the whole set, from its spread over disjoint groups."""
+    estimates = [values_fn(part) for part in np.array_split(data, groups)]
+    return np.std(estimates, axis=0, ddof=1) / np.sqrt(groups)
+
+
+@pytest.mark.parametrize("start", [0, 10])
+def test_ta_msd_equals_direct_sum(start):
+    dx = np.random.default_rng(0).standard_normal((7, 2, 50)).cumsum(axis=-1)  # drifting walks
+    expected = direct_ta_msd(dx, start)
+    np.testing.assert_allclose(stats.ta_msd(dx, start=start), expected, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(stats.ta_msd(dx, 12, start), expected[:, :12], rtol=1e-9)
+
+
+def test_ta_msd_of_brownian_motion_is_linear():
+    D, dim, n = 0.5, 2, 2000
+    dx = processes.simulate("bm", None, D, 99, n=n, dim=dim, seed=1, dtype=np.float64)
+    msd = stats.ta_msd(dx)
+    lags = np.array([1, 5, 20, 60])
+    mean = msd[:, lags - 1].mean(axis=0)
+    error = msd[:, lags - 1].std(axis=0, ddof=1) / np.sqrt(n)
+    assert np.all(np.abs(mean - 2 * dim * D * lags) < SIGMAS * error)
+    np.testing.assert_allclose(stats.tea_msd(dx, 60), msd.mean(axis=0)[:60])
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.5])
+def test_ta_msd_exponent_of_fbm(alpha):
+    # E[TA-MSD(k)] = 2 D k^alpha exactly for FBM (stationary increments), so the exponent of
+    # the mean TA-MSD over lags 1-9 is alpha up to the sampling error.
+    D, n = 1e-3, 1000
+    dx = processes.simulate("fbm", alpha, D, 399, n=n, seed=2, dtype=np.float64)
+    lags = np.arange(1, 10)
+    fitted, fitted_D = stats.fit_power_law(lags, stats.tea_msd(dx, 9))
+    per_trajectory, _ = stats.estimate_alpha_D(dx, (1, 9))
+    error = per_trajectory.std(ddof=1) / np.sqrt(n)
+    assert abs(fitted - alpha) < SIGMAS * error
+    assert abs(np.log(fitted_D / D)) < 0.05
+    # The per-trajectory estimates scatter around alpha (their log bias is small at lags 1-9).
+    assert abs(np.median(per_trajectory) - alpha) < 0.05
+
+
+def test_estimate_alpha_D_default_window_and_dim():
+    D, alpha = 2e-3, 0.8
+    dx = processes.simulate("fbm", alpha, D, 199, n=400, dim=3, seed=3, dtype=np.float64)
+    fitted, fitted_D = stats.estimate_alpha_D(dx)  # lags 1..20: 10 % of 200 positions
+    assert stats.default_lag_window(200) == (1, 20)
+    assert abs(np.median(fitted) - alpha) < 0.05
+    assert abs(np.log(np.median(fitted_D) / D)) < 0.1  # D is per component
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.5])
+def test_sbm_exponent_from_aging_tea_msd(alpha):
+    D, n, length = 1e-2, 2000, 399
+    dx = processes.simulate("sbm", alpha, D, length, n=n, seed=4, dtype=np.float64)
+    # The same estimator applied to the exact expectation of the squared lag-2 increments.
+    i = np.arange(length - 1)
+    increments = 2 * D * ((i + 2.0) ** alpha - i**alpha)
+    t_m = np.arange(i.size) + 2
+    tea = np.cumsum(increments) / np.arange(1, i.size + 1)
+    keep = t_m >= 0.45 * t_m[-1]
+    expected = 1 + stats.fit_power_law(t_m[keep], tea[keep])[0]
+    assert abs(expected - alpha) < 0.04  # the finite-time bias stated in the docstring
+    estimate = stats.aging_alpha(dx)
+    error = group_spread(stats.aging_alpha, dx)
+    assert abs(estimate - expected) < SIGMAS * error
+    t, values = stats.aging_tea_msd(dx, 2)
+    np.testing.assert_array_equal(t, t_m)
+    assert values.shape == (length - 1,)
+
+
+@pytest.mark.parametrize("process,alpha", [("sbm", 0.6), ("fbm", 1.4), ("bm", 1.0)])
+def test_ensemble_msd_law(process, alpha):
+    D, n, dim = 1e-3, 3000, 2
+    dx = processes.simulate(process, alpha, D, 99, n=n, dim=dim, seed=5, dtype=np.float64)
+    msd = stats.ensemble_msd(dx)
+    t = np.arange(1, 100)
+    expected = 2 * dim * D * t**alpha
+    # |x(t)|^2 summed over dim Gaussian components: relative std sqrt(2 / (dim n)).
+    assert np.all(np.abs(msd / expected - 1) < SIGMAS * np.sqrt(2 / (dim * n)))
+    fitted, fitted_D = stats.fit_power_law(t, msd, dim=dim)
+    assert abs(fitted - alpha) < 0.03
+    assert abs(fitted_D / D - 1) < 0.1
+
+
+def test_displacement_autocorrelation_of_fbm():
+    alpha, D = 0.6, 1e-3
+    dx = processes.simulate("fbm", alpha, D, 199, n=2000, seed=6, dtype=np.float64)
+    lags = np.arange(0, 21)
+    covariance = stats.displacement_autocorrelation(dx, 20, normalize=False)
+    error = group_spread(lambda part: stats.displacement_autocorrelation(part, 20, False), dx)
+    expected = processes.fgn_autocovariance(alpha, lags, D)
+    assert np.all(np.abs(covariance - expected) < SIGMAS * error)
+    correlation = stats.displacement_autocorrelation(dx, 20)
+    assert correlation[0] == 1.0
+    np.testing.assert_allclose(correlation, covariance / covariance[0])
+
+
+def test_displacement_autocorrelation_equals_direct_sum():
+    dx = np.random.default_rng(7).standard_normal((5, 2, 30))
+    direct = [np.mean(dx[..., : 30 - k] * dx[..., k:]) for k in range(6)]
+    np.testing.assert_allclose(stats.displacement_autocorrelation(dx, 5, False), direct, rtol=1e-10)
+
+
+def test_diffusion_coefficient_t_of_sbm():
+    alpha, D, n = 1.5, 1e-3, 4000
+    dx = processes.simulate("sbm", alpha, D, 99, n=n, seed=8, dtype=np.float64)
+    measured = stats.diffusion_coefficient_t(dx)
+    expected = processes.sbm_variance(alpha, 99, D) / 2
+    # Sample variance of n Gaussian values: relative std sqrt(2 / (n - 1)).
+    assert np.all(np.abs(measured / expected - 1) < SIGMAS * np.sqrt(2 / (n - 1)))
+
+
+def test_fit_power_law_is_exact_on_power_laws():
+    lags = np.arange(1, 30)
+    alphas = np.array([0.3, 1.0, 1.7])
+    Ds = np.array([1e-4, 1.0, 5.0])
+    msd = 2 * 2 * Ds[:, None] * lags ** alphas[:, None]
+    fitted, fitted_D = stats.fit_power_law(lags, msd, dim=2)
+    np.testing.assert_allclose(fitted, alphas, rtol=1e-12)
+    np.testing.assert_allclose(fitted_D, Ds, rtol=1e-10)
+    centres, local = stats.sliding_alpha(lags, msd)
+    assert local.shape == (3, lags.size - 2)
+    np.testing.assert_allclose(local, np.repeat(alphas[:, None], lags.size - 2, 1), rtol=1e-10)
+    np.testing.assert_allclose(centres[0], (1 * 2 * 3) ** (1 / 3))
+    bad = msd.copy()
+    bad[0, 3] = 0.0
+    assert np.isnan(stats.fit_power_law(lags, bad)[0][0])
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"\(n, dim, L\)"):
+        stats.ta_msd(np.zeros((3, 10)))
+    with pytest.raises(ValueError, match="max_lag"):
+        stats.ta_msd(np.zeros((3, 1, 10)), 11)
+    with pytest.raises(ValueError, match="first < last"):
+        stats.estimate_alpha_D(np.ones((3, 1, 10)), (3, 3))
+    with pytest.raises(ValueError, match="two lags"):
+        stats.fit_power_law([1], [1.0])
+    with pytest.raises(ValueError, match="two trajectories"):
+        stats.diffusion_coefficient_t(np.ones((1, 1, 10)))
