@@ -6,7 +6,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -59,14 +59,14 @@ def simulate(
     output: Annotated[Path, typer.Option("--output", "-o", help="dataset .npz to write")],
     preset: Annotated[str, typer.Option(help="paper, paper-test or small")] = "small",
     alpha: Annotated[
-        Optional[str], typer.Option(help="alpha values: 0.5 | 0.2,1.0 | 0.2:1.8:21")
+        str | None, typer.Option(help="alpha values: 0.5 | 0.2,1.0 | 0.2:1.8:21")
     ] = None,
     D: Annotated[  # noqa: N803
-        Optional[str], typer.Option("--D", "-D", help="D values: 1e-3 | 1e-5:1e-2:10 (log-spaced)")
+        str | None, typer.Option("--D", "-D", help="D values: 1e-3 | 1e-5:1e-2:10 (log-spaced)")
     ] = None,
-    n_per_cell: Annotated[Optional[int], typer.Option(help="trajectories per (alpha, D)")] = None,
+    n_per_cell: Annotated[int | None, typer.Option(help="trajectories per (alpha, D)")] = None,
     length: Annotated[
-        Optional[int], typer.Option(help="positions per trajectory T (T - 1 displacements)")
+        int | None, typer.Option(help="positions per trajectory T (T - 1 displacements)")
     ] = None,
     dim: Annotated[int, typer.Option(help="spatial dimensions (independent components)")] = 1,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same bytes")] = 0,
@@ -107,7 +107,7 @@ def exact_nll(
         int, typer.Option(help="first scored step (the model's receptive field)")
     ] = 32,
     memory: Annotated[
-        Optional[int], typer.Option(help="condition on the last M steps only (default: all)")
+        int | None, typer.Option(help="condition on the last M steps only (default: all)")
     ] = None,
 ):
     """The exact NLL per displacement of a labelled dataset: the floor no model can beat."""

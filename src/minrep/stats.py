@@ -147,8 +147,8 @@ def aging_tea_msd(displacements, lag: int = 2) -> tuple[np.ndarray, np.ndarray]:
 def aging_alpha(displacements, lag: int = 2, fraction: float = 0.55) -> float:
     """Exponent of an ensemble from the ageing of its TEA-MSD: 1 + the log-log slope of
     :func:`aging_tea_msd` over the last ``fraction`` of the trajectory (the paper's SBM
-    estimate of Fig. 3c: last 55 %, lag 2). For SBM of T = 400 the expected estimate is within 0.04 of
-    alpha for alpha in [0.1, 2] (finite-time bias, largest at small alpha)."""
+    estimate of Fig. 3c: last 55 %, lag 2). For SBM of T = 400 the expected estimate is
+    within 0.04 of alpha for alpha in [0.1, 2] (finite-time bias, largest at small alpha)."""
     t_m, tea = aging_tea_msd(displacements, lag)
     keep = t_m >= (1 - fraction) * t_m[-1]
     slope, _ = fit_power_law(t_m[keep], tea[keep])
