@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -43,8 +43,9 @@ def atomic_write(path, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix + ".tmp")
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}{suffix}.tmp"
+    # created with the permissions of an ordinary write (mkstemp's would be 0600)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -171,6 +172,14 @@ def save_npz(trajectories: Trajectories, path) -> Path:
     for name, values in trajectories.labels.items():
         if name in ("displacements", "meta", "lengths"):
             raise TrajectoryFileError(f"label name {name!r} is reserved")
+        values = np.asarray(values)
+        if values.dtype.hasobject:  # np.savez would pickle it, and load_npz never unpickles
+            if not all(isinstance(v, str) for v in values):
+                raise TrajectoryFileError(
+                    f"{path}: label {name!r} holds Python objects that .npz stores only by "
+                    f"pickling; use numbers or strings"
+                )
+            values = values.astype(str)
         arrays[name] = values
     if trajectories.lengths is not None:
         arrays["lengths"] = trajectories.lengths
@@ -197,6 +206,8 @@ def load_npz(path, min_steps: int = 1) -> Trajectories:
     path = Path(path)
     if not path.is_file():
         raise TrajectoryFileError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle or a .npy array
+        raise TrajectoryFileError(f"{path}: not an .npz dataset (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -328,8 +339,8 @@ def read_tracks(
     coords = [c for c in COORDINATES if c in table.columns]
     missing = [] if id_column else ["particle (or traj_idx)"]
     missing += [c for c in ("frame", "x") if c not in table.columns]
-    if coords != list(COORDINATES[: len(coords)]):
-        missing.append(f"{COORDINATES[len(coords) - 1]} (found {', '.join(coords)})")
+    needed = COORDINATES[: COORDINATES.index(coords[-1]) + 1] if coords else ()
+    missing += [f"{c} (found {', '.join(coords)})" for c in needed[1:] if c not in coords]
     if missing:
         raise TrajectoryFileError(
             f"{path}: missing column(s) {', '.join(missing)}; "
@@ -345,8 +356,10 @@ def read_tracks(
         bad = ~np.isfinite(values)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
+            value = table[column].iloc[row]  # as written (numpy 2 would repr np.float64(nan))
+            value = value.item() if isinstance(value, np.generic) else value
             raise TrajectoryFileError(
-                f"{path}: particle {ids[row]}, {where(row)}: {column} = {table[column].iloc[row]!r}"
+                f"{path}: particle {ids[row]}, {where(row)}: {column} = {value!r}"
                 f" is not a finite number ({bad.sum()} such value(s) in column {column})"
             )
         numbers[column] = values
