@@ -120,6 +120,8 @@ def preset_grid(process: str, preset: str = "small", **overrides) -> Grid:
     for key in ("alpha", "D"):
         if key in overrides:
             overrides[key] = tuple(float(v) for v in np.atleast_1d(overrides[key]))
+    if process == "bm" and set(overrides.get("alpha", (1.0,))) != {1.0}:
+        raise SimulationError("Brownian motion has alpha = 1; give alpha only for fbm or sbm")
     return replace(grid, **overrides)
 
 
@@ -176,6 +178,10 @@ def _fgn(alpha: float, n_series: int, n_steps: int, rng, dtype) -> np.ndarray:
 
 
 def _check_process(process: str, allowed: Sequence[str]) -> None:
+    if process in ANDI_ONLY_PROCESSES and process not in allowed:
+        raise SimulationError(
+            f"{process} is simulated by andi-datasets only: use backend 'andi' (--backend andi)"
+        )
     if process not in allowed:
         raise SimulationError(f"unknown process {process!r}; choose one of {', '.join(allowed)}")
 
@@ -186,7 +192,7 @@ def _alpha_allowed(process: str, alpha: float) -> bool:
         return low < alpha < high
     if process == "sbm":
         return alpha > low
-    if process == "ctrw":
+    if process in ("ctrw", "attm"):  # alpha = 0 is degenerate (andi's ATTM loops forever)
         return low < alpha <= high
     return low <= alpha <= high
 

@@ -1,0 +1,743 @@
+"""Tests of minrep.processes: exact BM/FBM/SBM simulation, presets, and the exact likelihood.
+
+Statistical tolerances are never tuned: each is 5 standard deviations of the estimator under
+the hypothesis being tested, derived from the sample size (and, for correlated FBM samples,
+from the exact fourth moments of a Gaussian process via Isserlis' theorem). All seeds are
+fixed, so every test is deterministic; a 5-sigma bound fails by chance with probability
+~6e-7 for a Gaussian statistic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
+
+import minrep.processes as processes
+from minrep.io import Trajectories
+from minrep.processes import (
+    PRESETS,
+    SimulationError,
+    check_parameters,
+    exact_nll,
+    expected_exact_nll,
+    fgn_autocovariance,
+    make_dataset,
+    preset_grid,
+    sbm_variance,
+    simulate,
+)
+
+N_SIGMA = 5.0
+# Two-sided tail probability of 5 sigma: the p-value threshold of distribution tests.
+P_5SIGMA = 2 * scipy.stats.norm.sf(N_SIGMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: exact sampling variances of second-moment estimators of a zero-mean Gaussian series
+
+
+def fgn_cov_hand(alpha: float, lags, D: float = 1.0) -> np.ndarray:
+    """The fGn autocovariance written out independently of the package."""
+    k = np.abs(np.asarray(lags, dtype=np.float64))
+    return D * (np.abs(k + 1) ** alpha - 2 * np.abs(k) ** alpha + np.abs(k - 1) ** alpha)
+
+
+def lag_product_mean(x: np.ndarray, k: int) -> float:
+    """Estimator of Cov(x_t, x_{t+k}) (the mean is known to be 0): the mean over all series
+    (every axis but the last) and all t of x_t x_{t+k}."""
+    x = np.asarray(x, dtype=np.float64)
+    m = x.shape[-1] - k
+    return float(np.mean(x[..., :m] * x[..., k : k + m]))
+
+
+def lag_product_std(gamma, k: int, n_steps: int, n_series: int) -> float:
+    """Exact standard deviation of :func:`lag_product_mean` for ``n_series`` independent
+    stationary Gaussian series of ``n_steps`` with autocovariance ``gamma(lag)``.
+
+    With M = n_steps - k terms per series, Isserlis' theorem gives
+    Cov(x_s x_{s+k}, x_t x_{t+k}) = gamma(s-t)^2 + gamma(s-t+k) gamma(s-t-k), so
+    Var = sum_{d=-(M-1)}^{M-1} (M - |d|) [gamma(d)^2 + gamma(d+k) gamma(d-k)] / (M^2 n_series).
+    """
+    m = n_steps - k
+    d = np.arange(-(m - 1), m)
+    terms = gamma(d) ** 2 + gamma(d + k) * gamma(d - k)
+    return math.sqrt(float(np.sum((m - np.abs(d)) * terms)) / (m**2 * n_series))
+
+
+def assert_covariance_matrix(x: np.ndarray, cov: np.ndarray) -> None:
+    """The sample covariance (zero mean known) of the rows of ``x`` (N, L) matches ``cov``.
+
+    Entry (i, j) is a mean of N products with Var = (C_ii C_jj + C_ij^2) / N (Isserlis); each
+    entry must lie within 5 of its own standard deviations (~L^2/2 entries: a Bonferroni
+    factor of ~100 still leaves a chance failure probability below 1e-4).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    sample = x.T @ x / n
+    sigma = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    z = (sample - cov) / sigma
+    assert np.abs(z).max() < N_SIGMA, f"max |z| = {np.abs(z).max():.2f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Shapes, dtypes, Var(dx) = 2D
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize(
+    ("process", "alpha"),
+    [("bm", None), ("fbm", 0.1), ("fbm", 0.5), ("fbm", 1.0), ("fbm", 1.5), ("fbm", 1.9)],
+)
+def test_variance_is_2d(process, alpha, dim):
+    n, n_steps = 600, 128
+    rng = np.random.default_rng(11)
+    D = 10 ** rng.uniform(-5, 0, n)  # per-trajectory D
+    dx = simulate(process, alpha, D, n_steps, dim=dim, seed=1)
+    assert dx.shape == (n, dim, n_steps)
+    assert dx.dtype == np.float32
+    assert np.isfinite(dx).all()
+    normalised = dx / np.sqrt(D)[:, None, None]  # unit-D process: Var = 2 at every step
+    estimate = lag_product_mean(normalised, 0)
+    # The n*dim series are independent; within a series the steps are correlated with the
+    # fGn autocovariance (BM: alpha = 1), so the exact std of the lag-0 estimator follows
+    # from Isserlis' theorem (for BM it reduces to 2 sqrt(2 / (n dim L))).
+    a = 1.0 if alpha is None else alpha
+    sigma = lag_product_std(lambda d: fgn_cov_hand(a, d), 0, n_steps, n * dim)
+    assert abs(estimate - 2.0) < N_SIGMA * sigma
+
+
+def test_variance_is_2d_with_one_step_and_float64():
+    # n_steps = 1 takes a separate branch; N i.i.d. N(0, 2D) values: rel. std sqrt(2 / N).
+    n, D = 20000, 0.3
+    dx = simulate("fbm", 0.7, D, 1, n=n, seed=3, dtype=np.float64)
+    assert dx.shape == (n, 1, 1) and dx.dtype == np.float64
+    estimate = np.mean(dx.astype(np.float64) ** 2)
+    assert abs(estimate / (2 * D) - 1) < N_SIGMA * math.sqrt(2 / n)
+
+
+def test_odd_number_of_series_and_mixed_alpha_grouping():
+    # fGn series are drawn in pairs (real and imaginary parts): odd counts must still work, and
+    # trajectories of each alpha must land in their own rows.
+    alpha = np.array([0.3, 1.7, 0.3, 1.7, 0.3])
+    dx = simulate("fbm", alpha, 1.0, 33, dim=1, seed=0, dtype=np.float64)
+    assert dx.shape == (5, 1, 33)
+    assert np.isfinite(dx).all()
+    # The smallest alpha is drawn first from the generator, so its rows equal a one-alpha call.
+    single = simulate("fbm", 0.3, 1.0, 33, n=3, seed=0, dtype=np.float64)
+    assert np.array_equal(single, dx[alpha == 0.3])
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. FBM autocovariance
+
+
+@pytest.mark.parametrize("alpha", [0.4, 1.6])
+def test_fbm_autocovariance(alpha):
+    n, dim, n_steps, D = 1000, 2, 256, 0.5
+    dx = simulate("fbm", alpha, D, n_steps, n=n, dim=dim, seed=7) / math.sqrt(D)
+    for k in [0, 1, 2, 3, 4, 5, 20]:
+        expected = fgn_cov_hand(alpha, k)
+        # The package's formula agrees with the hand-written one.
+        assert fgn_autocovariance(alpha, [k])[0] == pytest.approx(expected, rel=1e-14)
+        estimate = lag_product_mean(dx, k)
+        # 5 sigma of the lag-k estimator over n*dim independent correlated series (Isserlis;
+        # this accounts for the within-trajectory correlation exactly instead of measuring it).
+        sigma = lag_product_std(lambda d: fgn_cov_hand(alpha, d), k, n_steps, n * dim)
+        assert abs(estimate - expected) < N_SIGMA * sigma, (k, estimate, expected, sigma)
+
+
+@pytest.mark.parametrize("alpha", [0.4, 1.6])
+def test_fbm_full_covariance_matrix(alpha):
+    # Not only lag averages: every entry of the L x L covariance (stationarity included).
+    n_steps = 17  # odd, so the circulant embedding has M = 34
+    dx = simulate("fbm", alpha, 1.0, n_steps, n=20000, seed=5, dtype=np.float64)[:, 0]
+    assert_covariance_matrix(dx, scipy.linalg.toeplitz(fgn_cov_hand(alpha, np.arange(n_steps))))
+
+
+@pytest.mark.parametrize("force_cholesky", [False, True])
+def test_fbm_series_are_independent(monkeypatch, force_cholesky):
+    # All n*dim series of one call (components of one trajectory, and the real/imaginary
+    # partners of one complex draw) must be independent. If x_b ~ N(0, G) independently of
+    # x_a, then conditional on x_a, z_ab = x_a.x_b / sqrt(x_a' G x_a) is exactly N(0, 1), so
+    # unconditionally too. Over the P = N (N - 1) ordered pairs a union (Bonferroni) bound
+    # gives the threshold whose overall chance-failure probability is the 5-sigma p-value.
+    # A duplicated series would give z ~ 2L / sqrt(x' G x) ~ sqrt(L) ~ 16 for alpha near 1.
+    if force_cholesky:
+        _force_cholesky(monkeypatch)
+    alpha, n, dim, n_steps = 0.6, 100, 2, 256
+    x = simulate("fbm", alpha, 1.0, n_steps, n=n, dim=dim, seed=17, dtype=np.float64)
+    series = x.reshape(n * dim, n_steps)
+    cov = scipy.linalg.toeplitz(fgn_cov_hand(alpha, np.arange(n_steps)))
+    gram = series @ series.T
+    quad = np.einsum("at,ts,as->a", series, cov, series)
+    z = gram / np.sqrt(quad)[:, None]
+    np.fill_diagonal(z, 0.0)
+    pairs = (n * dim) * (n * dim - 1)
+    threshold = scipy.stats.norm.isf(P_5SIGMA / 2 / pairs)
+    assert np.abs(z).max() < threshold, (np.abs(z).max(), threshold)
+
+
+@pytest.mark.parametrize(("n", "dim"), [(2, 2), (3, 1)])
+def test_fbm_joint_covariance_of_a_whole_call(n, dim):
+    # Stronger than the lag-0 test above: the joint covariance of everything one small call
+    # returns (n * dim series of L steps) must be block diagonal, I kron Toeplitz, at every
+    # pair of times. Estimated from R independent calls (one Generator passed along); each of
+    # the ~(n dim L)^2 / 2 entries within 5 of its own standard deviations (Isserlis, as in
+    # assert_covariance_matrix).
+    alpha, n_steps, repeats = 0.6, 6, 8000
+    rng = np.random.default_rng(19)
+    samples = np.stack(
+        [
+            simulate("fbm", alpha, 1.0, n_steps, n=n, dim=dim, seed=rng).ravel()
+            for _ in range(repeats)
+        ]
+    )
+    toeplitz = scipy.linalg.toeplitz(fgn_cov_hand(alpha, np.arange(n_steps)))
+    assert_covariance_matrix(samples, np.kron(np.eye(n * dim), toeplitz))
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.7, 1.0, 1.3, 1.99])
+@pytest.mark.parametrize("n_steps", [2, 7, 64])
+def test_circulant_embedding_reproduces_covariance(alpha, n_steps):
+    # Deterministic check of the Davies-Harte normalisation: the circulant matrix with the
+    # eigenvalues M * sqrt_eig^2 has first row gamma(0..n), gamma(n-1..1).
+    sqrt_eig = processes._circulant_sqrt_eigenvalues(alpha, n_steps)
+    assert sqrt_eig is not None  # the fGn embedding is PSD for every alpha in (0, 2)
+    full = np.concatenate([sqrt_eig, sqrt_eig[-2:0:-1]])
+    m = full.size
+    assert m == 2 * n_steps
+    row = np.fft.ifft(full**2 * m).real
+    gamma = fgn_cov_hand(alpha, np.arange(n_steps + 1))
+    np.testing.assert_allclose(row[: n_steps + 1], gamma, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. SBM
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("alpha", [0.5, 1.5])
+def test_sbm_variance_law(alpha, dim):
+    n, n_steps, D = 10000, 100, 2.5e-3
+    dx = simulate("sbm", alpha, D, n_steps, n=n, dim=dim, seed=13).astype(np.float64)
+    assert dx.shape == (n, dim, n_steps) and dx.dtype == np.float64
+    t = np.arange(n_steps, dtype=np.float64)
+    expected = 2 * D * ((t + 1) ** alpha - t**alpha)  # 0-indexed t, written out by hand
+    np.testing.assert_allclose(sbm_variance(alpha, n_steps, D), expected, rtol=1e-12)
+    # Steps are independent Gaussians: the mean of N = n*dim squares of step t has relative
+    # std sqrt(2 / N). All L steps are tested at 5 sigma (Bonferroni factor 100 is harmless).
+    estimate = np.mean(dx**2, axis=(0, 1))
+    z = (estimate / expected - 1) / math.sqrt(2 / (n * dim))
+    assert np.abs(z).max() < N_SIGMA, f"max |z| = {np.abs(z).max():.2f} at t = {np.argmax(z)}"
+    # Steps are uncorrelated: lag-1 product mean of unit-variance steps, std 1/sqrt(N (L-1)).
+    unit = dx / np.sqrt(expected)
+    assert abs(lag_product_mean(unit, 1)) < N_SIGMA / math.sqrt(n * dim * (n_steps - 1))
+
+
+def test_sbm_variance_law_per_trajectory_parameters():
+    # Mixed alpha and D in one call: each group must get its own law.
+    n_each, n_steps = 5000, 20
+    alpha = np.repeat([0.5, 1.5], n_each)
+    D = np.repeat([1e-4, 3.0], n_each)
+    dx = simulate("sbm", alpha, D, n_steps, seed=2).astype(np.float64)
+    t = np.arange(n_steps)
+    for a, d in [(0.5, 1e-4), (1.5, 3.0)]:
+        rows = dx[alpha == a, 0]
+        expected = 2 * d * ((t + 1) ** a - t**a)
+        z = (np.mean(rows**2, axis=0) / expected - 1) / math.sqrt(2 / n_each)
+        assert np.abs(z).max() < N_SIGMA
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Cholesky fall-back
+
+
+def _force_cholesky(monkeypatch):
+    """Make the circulant embedding "fail" and count the Cholesky factorisations."""
+    calls = []
+    original = np.linalg.cholesky
+
+    def spy(a):
+        calls.append(a.shape)
+        return original(a)
+
+    monkeypatch.setattr(processes, "_circulant_sqrt_eigenvalues", lambda alpha, n: None)
+    monkeypatch.setattr(processes.np.linalg, "cholesky", spy)
+    return calls
+
+
+@pytest.mark.parametrize("alpha", [0.4, 1.6])
+def test_cholesky_fallback_covariance(monkeypatch, alpha):
+    n, n_steps = 20000, 16
+    calls = _force_cholesky(monkeypatch)
+    dx = simulate("fbm", alpha, 1.0, n_steps, n=n, seed=21, dtype=np.float64)
+    assert calls == [(n_steps, n_steps)]  # the fall-back path really ran
+    assert dx.shape == (n, 1, n_steps) and dx.dtype == np.float64
+    cov = scipy.linalg.toeplitz(fgn_cov_hand(alpha, np.arange(n_steps)))
+    assert_covariance_matrix(dx[:, 0], cov)
+
+
+@pytest.mark.parametrize("alpha", [0.4, 1.6])
+def test_cholesky_and_circulant_paths_agree_in_distribution(monkeypatch, alpha):
+    n, n_steps = 10000, 24
+    circulant = simulate("fbm", alpha, 1.0, n_steps, n=n, seed=31, dtype=np.float64)[:, 0]
+    calls = _force_cholesky(monkeypatch)
+    cholesky = simulate("fbm", alpha, 1.0, n_steps, n=n, seed=32, dtype=np.float64)[:, 0]
+    assert len(calls) == 1
+    cov = scipy.linalg.toeplitz(fgn_cov_hand(alpha, np.arange(n_steps)))
+    # The two sample covariances are independent estimates of the same matrix: their difference
+    # has std sqrt(2) times that of one estimate (Isserlis, as in assert_covariance_matrix).
+    diff = (circulant.T @ circulant - cholesky.T @ cholesky) / n
+    sigma = np.sqrt(2 * (np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    assert np.abs(diff / sigma).max() < N_SIGMA
+    # Whitened by the exact Cholesky factor, both must be i.i.d. N(0, 1): a two-sample KS test
+    # on all n*L whitened values, and each against the standard normal, at the 5-sigma p-value.
+    lower = np.linalg.cholesky(cov)
+    white_c = scipy.linalg.solve_triangular(lower, circulant.T, lower=True).ravel()
+    white_k = scipy.linalg.solve_triangular(lower, cholesky.T, lower=True).ravel()
+    assert scipy.stats.ks_2samp(white_c, white_k).pvalue > P_5SIGMA
+    assert scipy.stats.kstest(white_c, "norm").pvalue > P_5SIGMA
+    assert scipy.stats.kstest(white_k, "norm").pvalue > P_5SIGMA
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Reproducibility
+
+
+@pytest.mark.parametrize("process", ["bm", "fbm", "sbm"])
+def test_same_seed_same_bytes(process):
+    alpha = np.array([0.3, 1.2, 0.3, 1.7]) if process != "bm" else None
+    kwargs = dict(D=np.array([1e-3, 1.0, 2.0, 5e-5]), n_steps=50, dim=2)
+    a = simulate(process, alpha, seed=123, **kwargs)
+    b = simulate(process, alpha, seed=123, **kwargs)
+    c = simulate(process, alpha, seed=124, **kwargs)
+    assert np.array_equal(a, b)
+    assert a.tobytes() == b.tobytes()
+    assert not np.array_equal(a, c)
+    # A Generator as seed is consumed like the integer seed.
+    d = simulate(process, alpha, seed=np.random.default_rng(123), **kwargs)
+    assert d.tobytes() == a.tobytes()
+
+
+def test_make_dataset_reproducible():
+    kwargs = dict(preset="small", n_per_cell=3, n_positions=40, dim=2)
+    a = make_dataset("fbm", seed=5, **kwargs)
+    b = make_dataset("fbm", seed=5, **kwargs)
+    c = make_dataset("fbm", seed=6, **kwargs)
+    assert a.displacements.tobytes() == b.displacements.tobytes()
+    assert not np.array_equal(a.displacements, c.displacements)
+    for name in ("alpha", "D", "process"):
+        assert np.array_equal(a.labels[name], b.labels[name])
+    assert a.meta == b.meta
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Presets
+
+
+def test_paper_preset():
+    grid = preset_grid("fbm", "paper")
+    assert len(grid.alpha) == 21 and len(grid.D) == 10
+    assert grid.n_per_cell == 476 and grid.n_positions == 400 and grid.n_steps == 399
+    assert grid.n_trajectories == 99_960
+    assert grid.alpha[0] == pytest.approx(0.2) and grid.alpha[-1] == pytest.approx(1.8)
+    assert 1.0 in grid.alpha  # the BM point is on the grid exactly
+    assert grid.D[0] == pytest.approx(1e-5) and grid.D[-1] == pytest.approx(1e-2)
+    alpha, D = grid.labels()
+    assert alpha.shape == D.shape == (99_960,)
+    assert alpha.dtype == D.dtype == np.float64
+    # Cell by cell, alpha slowest: the first 476 share (alpha_0, D_0), the next (alpha_0, D_1).
+    assert np.all(alpha[:476] == grid.alpha[0]) and np.all(D[:476] == grid.D[0])
+    assert np.all(D[476 : 2 * 476] == grid.D[1]) and np.all(alpha[: 10 * 476] == grid.alpha[0])
+    # Every cell has exactly n_per_cell trajectories.
+    _, counts = np.unique(np.stack([alpha, D]), axis=1, return_counts=True)
+    assert counts.size == 210 and np.all(counts == 476)
+
+
+def test_paper_test_preset():
+    grid = preset_grid("sbm", "paper-test")
+    assert (len(grid.alpha), len(grid.D), grid.n_per_cell) == (49, 49, 41)
+    assert grid.n_trajectories == 49 * 49 * 41 == 98_441
+
+
+def test_bm_preset_has_alpha_one_and_same_count():
+    for preset in PRESETS:
+        fbm, bm = preset_grid("fbm", preset), preset_grid("bm", preset)
+        assert bm.alpha == (1.0,)
+        assert bm.D == fbm.D
+        assert bm.n_trajectories == fbm.n_trajectories
+        assert bm.n_per_cell == fbm.n_per_cell * len(fbm.alpha)
+
+
+def test_preset_overrides():
+    grid = preset_grid("fbm", "paper", alpha=[0.5, 1.5], D=2.0, n_per_cell=7, n_positions=65)
+    assert grid.alpha == (0.5, 1.5)
+    assert grid.D == (2.0,)
+    assert grid.n_per_cell == 7 and grid.n_positions == 65 and grid.n_steps == 64
+    assert grid.n_trajectories == 14
+    # None means "keep the preset's value".
+    assert preset_grid("fbm", "small", alpha=None, n_per_cell=None) == PRESETS["small"]
+    # Overriding a BM preset's count replaces the multiplied count.
+    assert preset_grid("bm", "paper", n_per_cell=3).n_trajectories == 30
+
+
+@pytest.mark.parametrize(
+    ("process", "low", "high", "open_low"),
+    [("ctrw", 0.0, 1.0, True), ("lw", 1.0, 2.0, False), ("attm", 0.0, 1.0, True)],
+)
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_andi_only_presets_keep_admitted_alphas(process, low, high, open_low, preset):
+    full = PRESETS[preset].alpha
+    kept = preset_grid(process, preset).alpha
+    admitted = tuple(a for a in full if (a > low if open_low else a >= low) and a <= high)
+    assert kept == admitted
+    assert 0 < len(kept) < len(full)
+    if process in ("ctrw", "attm"):
+        assert max(kept) == 1.0
+    else:
+        assert min(kept) == 1.0
+
+
+def test_check_parameters_ranges_of_andi_only_processes():
+    for process, bad in [
+        ("ctrw", [0.0, 1.01, -0.5]),
+        ("attm", [0.0, 1.01]),  # alpha = 0 makes andi-datasets' ATTM loop forever
+        ("lw", [0.99, 2.01]),
+    ]:
+        for a in bad:
+            with pytest.raises(SimulationError, match=f"outside the range of {process}"):
+                check_parameters(process, a, 1.0)
+    for process, good in [("ctrw", [1.0, 0.04]), ("attm", [1.0, 0.04]), ("lw", [1.0, 2.0])]:
+        alpha, D = check_parameters(process, good, 1.0)
+        assert np.array_equal(alpha, good) and np.array_equal(D, [1.0, 1.0])
+
+
+def test_unknown_preset():
+    with pytest.raises(SimulationError, match="unknown preset 'huge'"):
+        preset_grid("fbm", "huge")
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. make_dataset
+
+
+@pytest.mark.parametrize("process", ["bm", "fbm", "sbm"])
+def test_make_dataset_labels_and_meta(process):
+    data = make_dataset(process, "small", n_per_cell=2, n_positions=30, dim=2, seed=9)
+    grid = preset_grid(process, "small", n_per_cell=2, n_positions=30)
+    n = grid.n_trajectories
+    assert isinstance(data, Trajectories)
+    assert data.displacements.shape == (n, 2, 29) and data.displacements.dtype == np.float32
+    assert set(data.labels) == {"alpha", "D", "process"}
+    for name in ("alpha", "D", "process"):
+        assert data.labels[name].shape == (n,)
+    alpha, D = grid.labels()
+    assert np.array_equal(data.labels["alpha"], alpha)
+    assert np.array_equal(data.labels["D"], D)
+    assert np.all(data.labels["process"] == process)
+    assert data.process == process
+    if process == "bm":
+        assert np.all(data.labels["alpha"] == 1.0)
+    meta = data.meta
+    assert meta["seed"] == 9 and meta["process"] == process and meta["dim"] == 2
+    assert meta["preset"] == "small"
+    assert meta["grid"] == {
+        "alpha": list(grid.alpha),
+        "D": list(grid.D),
+        "n_per_cell": 2,
+        "n_positions": 30,
+    }
+    assert "numpy" in meta["generator"]
+    # The data are what simulate() gives for these labels and seed.
+    expected = simulate(process, alpha, D, 29, dim=2, seed=9)
+    assert data.displacements.tobytes() == expected.tobytes()
+
+
+def test_make_dataset_errors():
+    with pytest.raises(SimulationError, match="unknown backend 'torch'"):
+        make_dataset("fbm", n_per_cell=1, n_positions=10, backend="torch")
+    with pytest.raises(SimulationError, match="n_positions >= 2"):
+        make_dataset("fbm", n_per_cell=1, n_positions=1)
+    with pytest.raises(SimulationError, match="outside the range of fbm"):
+        make_dataset("fbm", alpha=[0.5, 2.0], n_per_cell=1, n_positions=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Errors
+
+
+def test_unknown_process():
+    with pytest.raises(SimulationError, match=r"unknown process 'levy'.*bm, fbm, sbm"):
+        simulate("levy", 1.0, 1.0, 10)
+    with pytest.raises(SimulationError, match="unknown process 'levy'"):
+        exact_nll(np.zeros((1, 1, 10)), "levy", 1.0, 1.0, start=0)
+    with pytest.raises(SimulationError, match="unknown process 'levy'"):
+        preset_grid("levy")
+
+
+@pytest.mark.parametrize("alpha", [2.0, 0.0, -0.3, 2.5, np.nan])
+def test_fbm_alpha_out_of_range(alpha):
+    with pytest.raises(SimulationError, match=r"alpha = .* outside the range of fbm \(0.0, 2.0\)"):
+        simulate("fbm", alpha, 1.0, 10, n=2)
+    # also inside an array: the first offending value is named
+    with pytest.raises(SimulationError, match="outside the range of fbm"):
+        simulate("fbm", [0.5, alpha, 1.0], 1.0, 10)
+
+
+@pytest.mark.parametrize("alpha", [0.0, -1.0])
+def test_sbm_alpha_out_of_range(alpha):
+    with pytest.raises(SimulationError, match="outside the range of sbm"):
+        simulate("sbm", alpha, 1.0, 10, n=2)
+
+
+def test_bm_ignores_alpha():
+    a = simulate("bm", 0.3, 1.0, 10, n=4, seed=0)
+    b = simulate("bm", 5.0, 1.0, 10, n=4, seed=0)
+    c = simulate("bm", None, 1.0, 10, n=4, seed=0)
+    assert a.tobytes() == b.tobytes() == c.tobytes()
+
+
+@pytest.mark.parametrize("D", [0.0, -1.0, np.nan, np.inf])
+@pytest.mark.parametrize("process", ["bm", "fbm", "sbm"])
+def test_bad_D(process, D):
+    with pytest.raises(SimulationError, match=r"D must be finite and > 0; trajectory 1 has D ="):
+        simulate(process, 0.5, [1.0, D, 2.0], 10)
+
+
+def test_wrong_length_parameter_arrays():
+    with pytest.raises(SimulationError, match=r"one value per trajectory \(5\)"):
+        simulate("fbm", [0.5, 1.0, 1.5], 1.0, 10, n=5)
+    with pytest.raises(SimulationError, match="must be scalars or have one value per trajectory"):
+        simulate("fbm", [0.5, 1.0, 1.5], [1.0, 2.0], 10)
+    with pytest.raises(SimulationError, match="one value per trajectory"):
+        exact_nll(np.zeros((4, 1, 10)), "fbm", [0.5, 1.0], 1.0, start=0)
+
+
+def test_bad_sizes():
+    with pytest.raises(SimulationError, match="n_steps >= 1"):
+        simulate("fbm", 0.5, 1.0, 0, n=1)
+    with pytest.raises(SimulationError, match="dim >= 1"):
+        simulate("fbm", 0.5, 1.0, 10, n=1, dim=0)
+    x = np.zeros((2, 1, 10))
+    with pytest.raises(ValueError, match=r"shape \(n, dim, L\)"):
+        exact_nll(x[:, 0], "fbm", 0.5, 1.0)
+    with pytest.raises(ValueError, match=r"start must be in \[0, 9\]"):
+        exact_nll(x, "fbm", 0.5, 1.0, start=10)
+    with pytest.raises(ValueError, match="memory must be >= 0"):
+        exact_nll(x, "fbm", 0.5, 1.0, start=0, memory=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. exact_nll against scipy
+
+
+def _nll_setup(process, seed=0):
+    alpha = np.array([0.3, 1.0, 1.7]) if process != "bm" else np.ones(3)
+    D = np.array([0.5, 2.0, 1e-3])
+    x = simulate(
+        process, alpha if process != "bm" else None, D, 12, dim=2, seed=seed, dtype=np.float64
+    )
+    return x, alpha, D
+
+
+def _fbm_cov(alpha, D, n_steps):
+    return scipy.linalg.toeplitz(fgn_cov_hand(alpha, np.arange(n_steps), D))
+
+
+def test_exact_nll_fbm_full_memory_from_start_zero():
+    x, alpha, D = _nll_setup("fbm")
+    n, dim, n_steps = x.shape
+    nll = exact_nll(x, "fbm", alpha, D, start=0, memory=None)
+    assert nll.shape == (n,)
+    for i in range(n):
+        mvn = scipy.stats.multivariate_normal(
+            mean=np.zeros(n_steps), cov=_fbm_cov(alpha[i], D[i], n_steps)
+        )
+        total = -sum(mvn.logpdf(x[i, c]) for c in range(dim))
+        np.testing.assert_allclose(nll[i] * n_steps * dim, total, rtol=1e-10)
+
+
+@pytest.mark.parametrize("start", [1, 5, 11])
+def test_exact_nll_fbm_full_memory_from_later_start(start):
+    x, alpha, D = _nll_setup("fbm", seed=1)
+    n, dim, n_steps = x.shape
+    nll = exact_nll(x, "fbm", alpha, D, start=start, memory=None)
+    for i in range(n):
+        cov = _fbm_cov(alpha[i], D[i], n_steps)
+        full = scipy.stats.multivariate_normal(mean=np.zeros(n_steps), cov=cov)
+        head = scipy.stats.multivariate_normal(mean=np.zeros(start), cov=cov[:start, :start])
+        # log p(x[s:] | x[:s]) = log p(x) - log p(x[:s]), summed over components
+        total = -sum(full.logpdf(x[i, c]) - head.logpdf(x[i, c, :start]) for c in range(dim))
+        np.testing.assert_allclose(nll[i] * (n_steps - start) * dim, total, rtol=1e-10)
+
+
+def _conditional_nll_by_hand(x_past, x_t, cov):
+    """-log p(x_t | x_past) for a zero-mean Gaussian with joint covariance ``cov`` ordered
+    (past..., t): the Schur complement, solved directly with numpy."""
+    k = x_past.size
+    if k == 0:
+        mean, var = 0.0, cov[0, 0]
+    else:
+        s_pp, s_pt = cov[:k, :k], cov[:k, k]
+        mean = s_pt @ np.linalg.solve(s_pp, x_past)
+        var = cov[k, k] - s_pt @ np.linalg.solve(s_pp, s_pt)
+    return 0.5 * (np.log(2 * np.pi * var) + (x_t - mean) ** 2 / var)
+
+
+@pytest.mark.parametrize("memory", [0, 1, 3, 11, 50])
+def test_exact_nll_fbm_finite_memory(memory):
+    x, alpha, D = _nll_setup("fbm", seed=2)
+    n, dim, n_steps = x.shape
+    by_hand = np.empty((n, n_steps))
+    for i in range(n):
+        for t in range(n_steps):
+            k = min(t, memory)
+            cov = _fbm_cov(alpha[i], D[i], k + 1)  # (past k steps, step t): stationary
+            by_hand[i, t] = np.mean(
+                [_conditional_nll_by_hand(x[i, c, t - k : t], x[i, c, t], cov) for c in range(dim)]
+            )
+    # Each step alone: a series cut after step t, with start = t.
+    for t in range(n_steps):
+        step = exact_nll(x[..., : t + 1], "fbm", alpha, D, start=t, memory=memory)
+        np.testing.assert_allclose(step, by_hand[:, t], rtol=1e-10)
+    # and the mean over steps start..L-1
+    nll = exact_nll(x, "fbm", alpha, D, start=2, memory=memory)
+    np.testing.assert_allclose(nll, by_hand[:, 2:].mean(axis=1), rtol=1e-10)
+
+
+def test_exact_nll_memory_covering_the_past_equals_full_memory():
+    x, alpha, D = _nll_setup("fbm", seed=3)
+    full = exact_nll(x, "fbm", alpha, D, start=4, memory=None)
+    np.testing.assert_allclose(exact_nll(x, "fbm", alpha, D, start=4, memory=11), full, rtol=1e-12)
+    np.testing.assert_allclose(exact_nll(x, "fbm", alpha, D, start=4, memory=99), full, rtol=1e-12)
+    # while a short memory differs for alpha != 1 and not for alpha = 1
+    short = exact_nll(x, "fbm", alpha, D, start=4, memory=1)
+    assert not np.isclose(short[0], full[0], rtol=1e-8) and not np.isclose(
+        short[2], full[2], rtol=1e-8
+    )
+    np.testing.assert_allclose(short[1], full[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("start", [0, 3])
+def test_exact_nll_sbm_and_bm_against_norm_logpdf(start):
+    t = np.arange(12, dtype=np.float64)
+    for process in ("sbm", "bm"):
+        x, alpha, D = _nll_setup(process, seed=4)
+        nll = exact_nll(x, process, alpha if process == "sbm" else None, D, start=start)
+        for i in range(x.shape[0]):
+            if process == "sbm":
+                var = 2 * D[i] * ((t + 1) ** alpha[i] - t ** alpha[i])
+            else:
+                var = np.full(t.size, 2 * D[i])
+            logpdf = scipy.stats.norm.logpdf(x[i, :, start:], scale=np.sqrt(var[start:]))
+            np.testing.assert_allclose(nll[i], -logpdf.mean(), rtol=1e-10)
+        # Steps are independent: memory changes nothing.
+        for memory in (0, 2):
+            other = exact_nll(x, process, alpha, D, start=start, memory=memory)
+            np.testing.assert_array_equal(other, nll)
+
+
+def test_exact_nll_bm_equals_fbm_at_alpha_one():
+    x, _, D = _nll_setup("bm", seed=5)
+    bm = exact_nll(x, "bm", None, D, start=2)
+    fbm = exact_nll(x, "fbm", 1.0, D, start=2)
+    np.testing.assert_allclose(fbm, bm, rtol=1e-12)
+
+
+def test_exact_nll_scalar_parameters_broadcast():
+    x = simulate("fbm", 0.6, 0.2, 12, n=4, dim=2, seed=6, dtype=np.float64)
+    scalar = exact_nll(x, "fbm", 0.6, 0.2, start=3)
+    array = exact_nll(x, "fbm", np.full(4, 0.6), np.full(4, 0.2), start=3)
+    np.testing.assert_array_equal(scalar, array)
+    # Each trajectory's NLL depends on it alone.
+    np.testing.assert_allclose(exact_nll(x[2:3], "fbm", 0.6, 0.2, start=3), scalar[2:3], rtol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. exact_nll against the analytic entropy
+
+
+@pytest.mark.parametrize(
+    ("process", "memory"),
+    [("fbm", None), ("fbm", 16), ("fbm", 0), ("sbm", None), ("bm", None)],
+)
+def test_mean_exact_nll_matches_expected(process, memory):
+    n, n_steps, start, dim = 2000, 128, 32, 2
+    rng = np.random.default_rng(40)
+    if process == "fbm":
+        alpha = rng.choice([0.3, 0.8, 1.0, 1.5, 1.9], n)
+    elif process == "sbm":
+        alpha = rng.choice([0.5, 1.5], n)
+    else:
+        alpha = None
+    D = 10 ** rng.uniform(-5, 0, n)
+    x = simulate(process, alpha, D, n_steps, dim=dim, seed=41)
+    nll = exact_nll(x, process, alpha, D, start=start, memory=memory)
+    expected = expected_exact_nll(process, alpha, D, n_steps, start=start, memory=memory)
+    assert nll.shape == expected.shape == (n,)
+    # Per-trajectory deviations are independent across trajectories: their mean has std
+    # (measured std) / sqrt(n); 5 sigma. (The per-trajectory std is ~sqrt(0.5 / (dim (L-start)))
+    # nat, so this bound is ~0.004 nat: tight against any scale or time-origin error.)
+    diff = nll - expected
+    assert abs(diff.mean()) < N_SIGMA * diff.std(ddof=1) / math.sqrt(n)
+
+
+def test_expected_exact_nll_closed_forms():
+    # memory = 0 (or BM): 0.5 log(2 pi e 2D); SBM: the mean of 0.5 log(2 pi e Var(dx_t)).
+    D = np.array([1e-3, 1.0, 7.0])
+    base = 0.5 * np.log(2 * np.pi * np.e * 2 * D)
+    np.testing.assert_allclose(expected_exact_nll("bm", None, D, 50, start=10), base, rtol=1e-13)
+    np.testing.assert_allclose(
+        expected_exact_nll("fbm", 0.4, D, 50, start=10, memory=0), base, rtol=1e-13
+    )
+    np.testing.assert_allclose(expected_exact_nll("fbm", 1.0, D, 50, start=10), base, rtol=1e-13)
+    t = np.arange(10, 50, dtype=np.float64)
+    var = 2 * ((t + 1) ** 1.5 - t**1.5)
+    sbm = 0.5 * np.mean(np.log(2 * np.pi * np.e * var)) + 0.5 * np.log(D)
+    np.testing.assert_allclose(expected_exact_nll("sbm", 1.5, D, 50, start=10), sbm, rtol=1e-13)
+    # FBM full memory from start 0: the entropy of the Toeplitz Gaussian per step.
+    cov = scipy.linalg.toeplitz(fgn_cov_hand(1.3, np.arange(20)))
+    entropy = scipy.stats.multivariate_normal(np.zeros(20), cov).entropy() / 20
+    np.testing.assert_allclose(
+        expected_exact_nll("fbm", 1.3, 1.0, 20, start=0), entropy, rtol=1e-10
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. Conditioning on more cannot increase the entropy
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.6, 1.3, 1.8])
+def test_more_memory_lower_expected_nll(alpha):
+    n_steps, start = 128, 32
+    values = [
+        expected_exact_nll("fbm", alpha, 1.0, n_steps, start=start, memory=m)[0]
+        for m in (0, 1, 8, 32, None)
+    ]
+    # Strictly decreasing for alpha != 1 (every partial autocorrelation of fGn is nonzero);
+    # the smallest gap here is ~1e-5 nat, far above round-off.
+    assert all(a > b for a, b in zip(values, values[1:], strict=False)), values
+
+
+def test_memory_irrelevant_at_alpha_one():
+    values = [
+        expected_exact_nll("fbm", 1.0, 1.0, 128, start=32, memory=m)[0] for m in (0, 32, None)
+    ]
+    np.testing.assert_allclose(values, values[0], rtol=1e-14)
+    assert values[0] == pytest.approx(0.5 * math.log(2 * math.pi * math.e * 2.0), rel=1e-14)
+
+
+def test_bm_refuses_an_alpha_other_than_one():
+    with pytest.raises(SimulationError, match="Brownian motion has alpha = 1"):
+        make_dataset("bm", alpha=0.5, n_per_cell=1, n_positions=10)
+    data = make_dataset("bm", alpha=1.0, n_per_cell=1, n_positions=10)
+    assert set(data.alpha) == {1.0}
+
+
+def test_andi_only_process_points_to_the_andi_backend():
+    with pytest.raises(SimulationError, match="--backend andi"):
+        make_dataset("ctrw", n_per_cell=1, n_positions=10)
