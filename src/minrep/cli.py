@@ -11,7 +11,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from minrep import io, processes, stats
+from minrep import MinrepError, checkpoint, io, processes, stats
 
 app = typer.Typer(
     help="Learn the minimal parameters of a stochastic process from its trajectories.",
@@ -26,7 +26,7 @@ def _user_errors():
     """Print a bad-input error as one line on stderr (exit code 2), not a traceback."""
     try:
         yield
-    except (processes.SimulationError, io.TrajectoryFileError) as err:
+    except MinrepError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
 
@@ -145,6 +145,95 @@ def exact_nll(
         f"{nll.std(ddof=1) / np.sqrt(nll.size):.5f} nat per displacement "
         f"(expectation {expected.mean():.5f}), {time.perf_counter() - started:.1f} s"
     )
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="dataset .npz (trajectories of one length)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="run directory")],
+    preset: Annotated[
+        str, typer.Option(help="training plan: quick (2 CPU cores) or paper")
+    ] = "quick",
+    max_epochs: Annotated[
+        int | None, typer.Option(help="stop after N epochs whatever the plan")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="trajectories per batch")] = 256,
+    seed: Annotated[int, typer.Option(help="seed of the split, the batches and the weights")] = 0,
+    accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu")] = "auto",
+    devices: Annotated[str, typer.Option(help="devices per node (DDP when > 1)")] = "1",
+    num_nodes: Annotated[int, typer.Option(help="nodes (DDP)")] = 1,
+    resume: Annotated[bool, typer.Option(help="continue a run from its last checkpoint")] = False,
+    find_lr: Annotated[bool, typer.Option(help="run the learning-rate finder only")] = False,
+    latent_dim: Annotated[int, typer.Option(help="number of latents")] = 6,
+    paper_network: Annotated[
+        bool, typer.Option(help="the paper's exact parameterisation (no scale equivariance)")
+    ] = False,
+):
+    """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
+    from minrep.model import ModelConfig
+    from minrep.train import PRESETS
+    from minrep.train import train as train_model
+
+    with _user_errors():
+        if preset not in PRESETS:
+            raise processes.SimulationError(f"unknown preset {preset!r}; choose {sorted(PRESETS)}")
+        trajectories = io.load_npz(data)
+        config = ModelConfig(
+            dim=trajectories.dim, latent_dim=latent_dim, scale_equivariant=not paper_network
+        )
+        result = train_model(
+            trajectories,
+            output,
+            preset=preset,
+            model_config=config,
+            batch_size=batch_size,
+            seed=seed,
+            accelerator=accelerator,
+            devices=int(devices) if devices.isdigit() else devices,
+            num_nodes=num_nodes,
+            max_epochs=max_epochs,
+            resume=resume,
+            find_lr=find_lr,
+        )
+    if find_lr:
+        typer.echo(
+            f"suggested learning rate: {result.history[0]['lr_suggestion']:.3g} "
+            f"(plot: {output / 'figures' / 'lr_find.png'})"
+        )
+        return
+    if result.history:
+        last = result.history[-1]
+        typer.echo(
+            f"epoch {last['epoch']}: held-out NLL {last['val_nll']:.4f} (exact "
+            f"{last['val_exact_nll']:.4f}), surviving latents [{last['surviving']}] -> {output}"
+        )
+
+
+@app.command()
+def encode(
+    model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
+    trajectories: Annotated[Path, typer.Argument(help=".npz dataset or tracking .csv/.parquet")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="latents .npz or .csv")],
+    split_gaps: Annotated[bool, typer.Option(help="cut tracks at missing frames")] = False,
+    skip_short: Annotated[
+        bool, typer.Option(help="skip (with a warning) tracks shorter than the model's minimum")
+    ] = False,
+):
+    """Latent mean and log-variance of each trajectory."""
+    from minrep.encode import encode as encode_all
+    from minrep.encode import save_latents
+
+    with _user_errors():
+        vae = checkpoint.load_model(model)
+        data = io.load(
+            trajectories,
+            min_steps=vae.config.min_steps,
+            split_gaps=split_gaps,
+            on_short="skip" if skip_short else "error",
+        )
+        latents = encode_all(vae, data, progress=True)
+        save_latents(latents, data, output)
+    typer.echo(f"{len(data)} trajectories encoded ({vae.config.latent_dim} latents) -> {output}")
 
 
 @app.command()

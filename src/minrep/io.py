@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from minrep import MinrepError
+
 TRACK_SUFFIXES = (".csv", ".parquet", ".pq")
 COORDINATES = ("x", "y", "z")
 ID_COLUMNS = ("particle", "traj_idx")
 
 
-class TrajectoryFileError(ValueError):
+class TrajectoryFileError(MinrepError, ValueError):
     """A trajectory file or array that cannot be used, with the reason."""
 
 
@@ -164,27 +166,36 @@ class Trajectories:
 
 def save_npz(trajectories: Trajectories, path) -> Path:
     """Write ``trajectories`` to ``path`` (``.npz``) atomically; returns the path."""
-    path = Path(path)
     arrays = {
         "displacements": trajectories.displacements,
         "meta": np.array(json.dumps(trajectories.meta, default=_json_default)),
     }
-    for name, values in trajectories.labels.items():
+    for name in trajectories.labels:
         if name in ("displacements", "meta", "lengths"):
             raise TrajectoryFileError(f"label name {name!r} is reserved")
+    arrays.update(trajectories.labels)
+    if trajectories.lengths is not None:
+        arrays["lengths"] = trajectories.lengths
+    return write_npz(path, arrays)
+
+
+def write_npz(path, arrays: dict) -> Path:
+    """Write named arrays to an ``.npz`` atomically, never as pickles: text held in object
+    arrays (as pandas returns it) is stored as strings; other Python objects are refused."""
+    path = Path(path)
+    plain = {}
+    for name, values in arrays.items():
         values = np.asarray(values)
         if values.dtype.hasobject:  # np.savez would pickle it, and load_npz never unpickles
-            if not all(isinstance(v, str) for v in values):
+            if not all(isinstance(v, str) for v in values.ravel()):
                 raise TrajectoryFileError(
-                    f"{path}: label {name!r} holds Python objects that .npz stores only by "
+                    f"{path}: {name!r} holds Python objects that .npz stores only by "
                     f"pickling; use numbers or strings"
                 )
             values = values.astype(str)
-        arrays[name] = values
-    if trajectories.lengths is not None:
-        arrays["lengths"] = trajectories.lengths
+        plain[name] = values
     with atomic_write(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **plain)
     return path
 
 

@@ -26,6 +26,8 @@ import scipy.fft
 import scipy.linalg
 from tqdm.auto import tqdm
 
+from minrep import MinrepError
+
 PROCESSES = ("bm", "fbm", "sbm")
 """Processes simulated exactly by minrep itself."""
 
@@ -43,7 +45,7 @@ ALPHA_RANGE = {
 }
 
 
-class SimulationError(ValueError):
+class SimulationError(MinrepError, ValueError):
     """Invalid simulation request (unknown process, parameter out of range, ...)."""
 
 

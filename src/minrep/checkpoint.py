@@ -1,0 +1,85 @@
+"""Save and load a trained model: ``model.safetensors`` (weights) + ``config.json``.
+
+Loading reads tensors and JSON only; no code in a model file is ever run (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from minrep import MinrepError
+from minrep.io import atomic_write
+from minrep.model import VAE, ModelConfig
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+PRETRAINED = Path(__file__).parent / "pretrained"
+
+
+class ModelFileError(MinrepError, ValueError):
+    """A model directory that cannot be loaded, with the reason."""
+
+
+def save_model(model: VAE, directory, extra: dict | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (model config plus ``extra``, e.g. the
+    training settings) into ``directory``, each atomically. Returns the directory."""
+    directory = Path(directory)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_write(directory / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    document = {"model": model.config.to_dict(), **(extra or {})}
+    with atomic_write(directory / CONFIG) as tmp:
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+    return directory
+
+
+def resolve(path_or_name) -> Path:
+    """A model directory from a path (a run directory or an exported model) or the name of a
+    shipped model (``bm``, ``fbm``, ``sbm``)."""
+    path = Path(path_or_name)
+    if path.is_dir():
+        return path
+    shipped = PRETRAINED / str(path_or_name)
+    if shipped.is_dir():
+        return shipped
+    names = (
+        sorted(p.name for p in PRETRAINED.iterdir() if p.is_dir()) if PRETRAINED.is_dir() else []
+    )
+    raise ModelFileError(
+        f"{path_or_name}: not a model directory"
+        + (f" nor a shipped model ({', '.join(names)})" if names else "")
+    )
+
+
+def load_model(path_or_name, device: str | torch.device = "cpu") -> VAE:
+    """Load a model saved by :func:`save_model` (or a shipped model by name), in eval mode."""
+    directory = resolve(path_or_name)
+    config_path, weights_path = directory / CONFIG, directory / WEIGHTS
+    for needed in (config_path, weights_path):
+        if not needed.is_file():
+            raise ModelFileError(f"{directory}: no {needed.name}")
+    try:
+        document = json.loads(config_path.read_text())
+        config = ModelConfig.from_dict(document["model"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{config_path}: not a minrep model configuration ({err})") from None
+    try:
+        state = load_file(str(weights_path), device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise ModelFileError(f"{weights_path}: not a safetensors file ({err})") from None
+    model = VAE(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ModelFileError(f"{weights_path}: weights do not fit {config_path} ({err})") from None
+    return model.to(device).eval()
+
+
+def read_config(path_or_name) -> dict:
+    """The whole ``config.json`` of a model directory (model and training settings)."""
+    return json.loads((resolve(path_or_name) / CONFIG).read_text())

@@ -1,0 +1,73 @@
+"""Encoding: the latent mean and log-variance of each trajectory under a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from minrep import MinrepError, io
+from minrep.model import VAE
+
+
+class EncodingError(MinrepError, ValueError):
+    """Trajectories that this model cannot encode."""
+
+
+@torch.no_grad()
+def encode(
+    model: VAE, trajectories: io.Trajectories, batch_size: int = 1024, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """Latent ``mu`` and ``logvar``, ``(n, latent_dim)`` float32 each, of every trajectory.
+
+    Trajectories of different lengths are encoded in groups of equal length (the encoder
+    pools over time, so each one is encoded exactly as it would be alone)."""
+    config = model.config
+    if trajectories.dim != config.dim:
+        raise EncodingError(
+            f"the model was trained on dim {config.dim}, these trajectories have dim "
+            f"{trajectories.dim}"
+        )
+    io.check_min_steps(trajectories, config.min_steps, "trajectories")
+    device = next(model.parameters()).device
+    n = len(trajectories)
+    mu = np.empty((n, config.latent_dim), dtype=np.float32)
+    logvar = np.empty_like(mu)
+    model.eval()
+    with tqdm(total=n, desc="encode", disable=not progress, unit="traj") as bar:
+        for length, index in trajectories.groups_by_length():
+            for lo in range(0, index.size, batch_size):
+                rows = index[lo : lo + batch_size]
+                x = torch.from_numpy(trajectories.displacements[rows, :, :length]).to(device)
+                m, v = model.encode(x)
+                mu[rows], logvar[rows] = m.cpu().numpy(), v.cpu().numpy()
+                bar.update(rows.size)
+    return {"mu": mu, "logvar": logvar}
+
+
+def save_latents(latents: dict[str, np.ndarray], trajectories: io.Trajectories, path) -> Path:
+    """Write latents with the trajectories' labels: ``.npz`` (arrays ``mu``, ``logvar`` and
+    each label) or ``.csv`` (one row per trajectory: labels, ``mu_i``, ``logvar_i``)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        io.write_npz(
+            path, {**latents, **trajectories.labels, "n_steps": trajectories.step_counts()}
+        )
+    elif suffix == ".csv":
+        table = pd.DataFrame(
+            {**trajectories.labels, "n_steps": trajectories.step_counts()}
+            if trajectories.labels
+            else {"trajectory": np.arange(len(trajectories)), "n_steps": trajectories.step_counts()}
+        )
+        for name, values in latents.items():
+            for i in range(values.shape[1]):
+                table[f"{name}_{i}"] = values[:, i]
+        with io.atomic_write(path, suffix=".csv") as tmp:
+            table.to_csv(tmp, index=False)
+    else:
+        raise io.TrajectoryFileError(f"{path}: latents are written as .npz or .csv")
+    return path

@@ -1,0 +1,340 @@
+"""The beta-VAE of the paper (Table I, Appendix A): a convolutional encoder, a latent upsampler
+and an autoregressive WaveNet decoder that gives the law of each displacement.
+
+Shapes: trajectories are displacements ``(batch, dim, L)``. The decoder predicts displacement
+``t`` from displacements ``t - receptive_field .. t - 1`` and the latent, for
+``t = receptive_field .. L - 1`` (367 predictions for L = 399 and the paper's receptive field
+of 32). Every convolution is unpadded, as in the paper.
+
+
+``scale_equivariant`` (default on) is a reparameterisation measured in
+``shared/notes/training-findings.md``: the convolutions see displacements divided by a scale
+(the trajectory's RMS in the encoder; a scale predicted from the latent in the decoder), and
+the decoder's predictions are scaled back. The information flow is the paper's (D must still
+travel through the latent) but gradients no longer grow like 1/sqrt(D), which let training
+reach the exact likelihood on a CPU budget. ``scale_equivariant=False`` is the paper's network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of every layer; defaults are the paper's (Table I). Saved as ``config.json``."""
+
+    dim: int = 1
+    latent_dim: int = 6
+    encoder_channels: int = 16
+    encoder_layers: int = 4
+    kernel_size: int = 3
+    pool_size: int = 16  # adaptive average and max pooling to this length each
+    encoder_hidden: tuple[int, ...] = (200, 100)
+    decoder_hidden: tuple[int, ...] = (100, 200)  # then channels x base length (16 x 32 = 512)
+    upsample_channels: int = 16
+    upsample_length: int = 32
+    upsample_layers: int = 4  # transposed convolutions; the last maps to latent_dim channels
+    residual_channels: int = 16
+    skip_channels: int = 16
+    causal_kernel: int = 2
+    dilations: tuple[int, ...] = (1, 2, 4, 8)
+    n_mixtures: int = 1  # Gaussians per predicted displacement component
+    log_sigma_min: float = -12.0  # floor of the predicted log standard deviation
+    scale_equivariant: bool = True
+    log_scale_mean: float = 0.0  # training-set mean of log RMS displacement (set from data)
+    extra: dict = field(default_factory=dict)  # free-form notes kept with the model
+
+    def __post_init__(self):
+        self.encoder_hidden = tuple(self.encoder_hidden)
+        self.decoder_hidden = tuple(self.decoder_hidden)
+        self.dilations = tuple(self.dilations)
+        for name in ("dim", "latent_dim", "encoder_layers", "n_mixtures", "kernel_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def receptive_field(self) -> int:
+        """Past displacements that one prediction sees (32 for the paper's network)."""
+        return self.causal_kernel + sum((self.kernel_size - 1) * d for d in self.dilations)
+
+    @property
+    def min_steps(self) -> int:
+        """Fewest displacements a trajectory needs: one prediction after a full receptive
+        field, and something left for the encoder's and upsampler's unpadded kernels."""
+        shrink = (self.kernel_size - 1) * max(self.encoder_layers, self.upsample_layers)
+        return max(self.receptive_field + 1, shrink + 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model configuration keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def mlp(sizes: list[int], final_relu: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if final_relu or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def rms_scale(x: Tensor) -> Tensor:
+    """Root-mean-square displacement of each trajectory, (batch,), never zero, no gradient."""
+    return x.detach().pow(2).mean(dim=(1, 2)).sqrt().clamp_min(1e-30)
+
+
+# ---------------------------------------------------------------------------------------------
+# The three parts
+
+
+class Encoder(nn.Module):
+    """Displacements (batch, dim, L) -> latent mean and log-variance, (batch, latent_dim) each."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c, k = config.encoder_channels, config.kernel_size
+        self.convs = nn.ModuleList(
+            nn.Conv1d(config.dim if i == 0 else c, c, k) for i in range(config.encoder_layers)
+        )
+        flat = 2 * c * config.pool_size + (1 if config.scale_equivariant else 0)
+        self.mlp = mlp([flat, *config.encoder_hidden], final_relu=True)
+        self.latent = nn.Linear(config.encoder_hidden[-1], 2 * config.latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = x
+        if self.config.scale_equivariant:
+            scale = rms_scale(x)
+            h = x / scale[:, None, None]
+        for conv in self.convs:
+            h = F.relu(conv(h))
+        pooled = torch.cat(
+            [
+                F.adaptive_avg_pool1d(h, self.config.pool_size),
+                F.adaptive_max_pool1d(h, self.config.pool_size),
+            ],
+            dim=-1,
+        ).flatten(1)
+        if self.config.scale_equivariant:
+            log_scale = (scale.log() - self.config.log_scale_mean)[:, None]
+            pooled = torch.cat([pooled, log_scale], dim=1)
+        mu, logvar = self.latent(self.mlp(pooled)).chunk(2, dim=1)
+        return mu, logvar
+
+
+class LatentUpsampler(nn.Module):
+    """Latent (batch, latent_dim) -> conditioning signal (batch, latent_dim, L)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config.upsample_channels
+        self.mlp = mlp(
+            [config.latent_dim, *config.decoder_hidden, c * config.upsample_length],
+            final_relu=True,
+        )
+        n = config.upsample_layers
+        self.deconvs = nn.ModuleList(
+            nn.ConvTranspose1d(c, config.latent_dim if i == n - 1 else c, config.kernel_size)
+            for i in range(n)
+        )
+
+    def forward(self, z: Tensor, length: int) -> Tensor:
+        c = self.config
+        h = self.mlp(z).view(-1, c.upsample_channels, c.upsample_length)
+        h = F.interpolate(h, size=length - c.upsample_layers * (c.kernel_size - 1), mode="linear")
+        for deconv in self.deconvs:
+            h = F.relu(deconv(h))
+        return h
+
+
+class ResidualBlock(nn.Module):
+    """Gated, dilated, conditioned WaveNet block (van den Oord et al. 2016)."""
+
+    def __init__(self, config: ModelConfig, dilation: int):
+        super().__init__()
+        r = config.residual_channels
+        self.dilation = dilation
+        self.shrink = dilation * (config.kernel_size - 1)
+        self.filter_gate = nn.Conv1d(r, 2 * r, config.kernel_size, dilation=dilation)
+        self.condition = nn.Conv1d(config.latent_dim, 2 * r, 1)
+        self.residual = nn.Conv1d(r, r, 1)
+        self.skip = nn.Conv1d(r, config.skip_channels, 1)
+
+    def forward(self, h: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
+        """``h`` (batch, r, n) and ``condition`` (batch, latent_dim, >= n - shrink), right-aligned
+        in time -> new ``h`` and skip output, both (batch, ., n - shrink)."""
+        pre = self.filter_gate(h)
+        pre = pre + self.condition(condition[..., -pre.shape[-1] :])
+        filt, gate = pre.chunk(2, dim=1)
+        gated = torch.tanh(filt) * torch.sigmoid(gate)
+        return h[..., self.shrink :] + self.residual(gated), self.skip(gated)
+
+
+class WaveNet(nn.Module):
+    """Past displacements and conditioning -> parameters of the law of the next displacement."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        r = config.residual_channels
+        self.input = nn.Conv1d(config.dim, r, 1)
+        self.causal = nn.Conv1d(r, r, config.causal_kernel)
+        self.blocks = nn.ModuleList(ResidualBlock(config, d) for d in config.dilations)
+        per_component = 2 if config.n_mixtures == 1 else 3 * config.n_mixtures
+        self.head_hidden = nn.Conv1d(config.skip_channels, config.skip_channels, 1)
+        self.head_out = nn.Conv1d(config.skip_channels, config.dim * per_component, 1)
+
+    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
+        """``x`` (batch, dim, n) and ``condition`` (batch, latent_dim, >= n - rf + 1) ->
+        head output (batch, dim * params, n - rf + 1): column j is the law of displacement
+        j + rf given x[j .. j + rf - 1] (rf: the receptive field)."""
+        h = self.causal(self.input(x))
+        skips = 0
+        for block in self.blocks:
+            h, skip = block(h, condition)
+            skips = skip + (skips[..., block.shrink :] if torch.is_tensor(skips) else 0)
+        return self.head_out(F.relu(self.head_hidden(F.relu(skips))))
+
+
+# ---------------------------------------------------------------------------------------------
+# The VAE
+
+
+@dataclass
+class Prediction:
+    """Law of each predicted displacement, tensors (batch, dim, K, n_pred); ``log_weight`` is
+    None for a single Gaussian (K = 1)."""
+
+    mean: Tensor
+    log_sigma: Tensor
+    log_weight: Tensor | None = None
+
+    def log_prob(self, target: Tensor) -> Tensor:
+        """Log density of ``target`` (batch, dim, n_pred), per displacement component."""
+        t = target[:, :, None, :]
+        z = (t - self.mean) * torch.exp(-self.log_sigma)
+        log_p = -0.5 * (LOG_2PI + z * z) - self.log_sigma
+        if self.log_weight is None:
+            return log_p[:, :, 0]
+        return torch.logsumexp(log_p + self.log_weight, dim=2)
+
+
+class VAE(nn.Module):
+    """Encoder, latent sampling, upsampler and WaveNet decoder (Fig. 1 of the paper)."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.encoder = Encoder(self.config)
+        self.upsampler = LatentUpsampler(self.config)
+        self.decoder = WaveNet(self.config)
+        if self.config.scale_equivariant:
+            self.scale_head = nn.Linear(self.config.latent_dim, 1)
+        self.reset_parameters()
+
+    @property
+    def receptive_field(self) -> int:
+        return self.config.receptive_field
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation: Kaiming normal (fan_out, ReLU) weights and zero biases;
+        zero log-variance rows in the latent layer; a fan_in truncated normal last layer
+        (zero when ``scale_equivariant``: the prediction then starts as Brownian motion at the
+        training set's mean scale, instead of log sigma spread over -55 .. 2)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv1d | nn.ConvTranspose1d | nn.Linear):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        latent = self.encoder.latent
+        with torch.no_grad():
+            latent.weight[self.config.latent_dim :] = 0.0
+        out = self.decoder.head_out
+        if self.config.scale_equivariant:
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(self.scale_head.weight)
+            nn.init.constant_(self.scale_head.bias, self.config.log_scale_mean)
+        else:
+            fan_in = out.weight.shape[1] * out.weight.shape[2]
+            std = 1 / math.sqrt(fan_in)
+            nn.init.trunc_normal_(out.weight, std=std, a=-2 * std, b=2 * std)
+
+    def check_input(self, x: Tensor) -> None:
+        if x.ndim != 3 or x.shape[1] != self.config.dim:
+            raise ValueError(
+                f"expected displacements of shape (batch, {self.config.dim}, L), got "
+                f"{tuple(x.shape)}"
+            )
+        if x.shape[-1] < self.config.min_steps:
+            raise ValueError(
+                f"trajectories need at least {self.config.min_steps} displacements "
+                f"(receptive field {self.receptive_field} + 1), got {x.shape[-1]}"
+            )
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent mean and log-variance, (batch, latent_dim) each."""
+        self.check_input(x)
+        return self.encoder(x)
+
+    def predict(self, x: Tensor, z: Tensor) -> Prediction:
+        """Law of displacements ``receptive_field .. L - 1`` of ``x`` (batch, dim, L) given the
+        latent ``z`` (batch, latent_dim)."""
+        c = self.config
+        condition = self.upsampler(z, x.shape[-1])  # column t conditions displacement t
+        past = x[..., :-1]
+        if c.scale_equivariant:
+            log_scale = self.scale_head(z)[:, :, None]  # (batch, 1, 1)
+            past = past * torch.exp(-log_scale)
+        out = self.decoder(past, condition)  # (batch, dim * params, n_pred)
+        k = c.n_mixtures
+        out = out.reshape(out.shape[0], c.dim, -1, out.shape[-1])
+        mean, log_sigma = out[:, :, :k], out[:, :, k : 2 * k]
+        log_weight = torch.log_softmax(out[:, :, 2 * k :], dim=2) if k > 1 else None
+        if c.scale_equivariant:
+            mean = mean * torch.exp(log_scale)[..., None]
+            log_sigma = log_sigma + log_scale[..., None]
+        return Prediction(mean, log_sigma.clamp_min(c.log_sigma_min), log_weight)
+
+    def forward(self, x: Tensor, sample: bool = True) -> dict[str, Tensor]:
+        """Encode, sample z (its mean when ``sample`` is False), decode. Returns ``mu``,
+        ``logvar``, ``z``, ``nll`` (batch,: mean NLL per predicted displacement component) and
+        ``kl`` (batch, latent_dim: KL of each latent to N(0, 1))."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        prediction = self.predict(x, z)
+        nll = -prediction.log_prob(x[..., self.receptive_field :]).mean(dim=(1, 2))
+        kl = 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar)
+        return {"mu": mu, "logvar": logvar, "z": z, "nll": nll, "kl": kl}
+
+    def loss(self, x: Tensor, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """beta-VAE loss: mean NLL per predicted displacement + beta * KL summed over latents,
+        both averaged over the batch. Returns the loss and the terms (detached)."""
+        out = self(x)
+        nll = out["nll"].mean()
+        kl_per_latent = out["kl"].mean(dim=0)
+        loss = nll + beta * kl_per_latent.sum()
+        return loss, {"nll": nll.detach(), "kl_per_latent": kl_per_latent.detach()}
