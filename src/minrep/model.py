@@ -175,24 +175,26 @@ class LatentUpsampler(nn.Module):
 class ResidualBlock(nn.Module):
     """Gated, dilated, conditioned WaveNet block (van den Oord et al. 2016)."""
 
-    def __init__(self, config: ModelConfig, dilation: int):
+    def __init__(self, config: ModelConfig, dilation: int, last: bool = False):
         super().__init__()
         r = config.residual_channels
         self.dilation = dilation
         self.shrink = dilation * (config.kernel_size - 1)
         self.filter_gate = nn.Conv1d(r, 2 * r, config.kernel_size, dilation=dilation)
         self.condition = nn.Conv1d(config.latent_dim, 2 * r, 1)
-        self.residual = nn.Conv1d(r, r, 1)
+        # Nothing reads the residual stream after the last block: it has a skip output only.
+        self.residual = None if last else nn.Conv1d(r, r, 1)
         self.skip = nn.Conv1d(r, config.skip_channels, 1)
 
     def forward(self, h: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
         """``h`` (batch, r, n) and ``condition`` (batch, latent_dim, >= n - shrink), right-aligned
-        in time -> new ``h`` and skip output, both (batch, ., n - shrink)."""
+        in time -> new ``h`` (None after the last block) and skip output, (batch, ., n - shrink)."""
         pre = self.filter_gate(h)
         pre = pre + self.condition(condition[..., -pre.shape[-1] :])
         filt, gate = pre.chunk(2, dim=1)
         gated = torch.tanh(filt) * torch.sigmoid(gate)
-        return h[..., self.shrink :] + self.residual(gated), self.skip(gated)
+        h = None if self.residual is None else h[..., self.shrink :] + self.residual(gated)
+        return h, self.skip(gated)
 
 
 class WaveNet(nn.Module):
@@ -204,7 +206,10 @@ class WaveNet(nn.Module):
         r = config.residual_channels
         self.input = nn.Conv1d(config.dim, r, 1)
         self.causal = nn.Conv1d(r, r, config.causal_kernel)
-        self.blocks = nn.ModuleList(ResidualBlock(config, d) for d in config.dilations)
+        n = len(config.dilations)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(config, d, last=i == n - 1) for i, d in enumerate(config.dilations)
+        )
         per_component = 2 if config.n_mixtures == 1 else 3 * config.n_mixtures
         self.head_hidden = nn.Conv1d(config.skip_channels, config.skip_channels, 1)
         self.head_out = nn.Conv1d(config.skip_channels, config.dim * per_component, 1)

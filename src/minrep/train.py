@@ -580,11 +580,13 @@ def _find_lr(trainer, module, loader, run_dir: Path) -> TrainResult:
         max_lr=1e-1,
         num_training=100,
         update_attr=False,
+        early_stop_threshold=None,  # the first losses are large and noisy: no early stop
     )
     figure = finder.plot(suggest=True)
     out = run_dir / "figures" / "lr_find.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
+    with io.atomic_write(out, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
     suggestion = finder.suggestion()
     (run_dir / "lr_find.json").write_text(json.dumps({"suggestion": suggestion}) + "\n")
     return TrainResult(run_dir, module.model, [{"lr_suggestion": suggestion}])

@@ -1,0 +1,216 @@
+"""Tests of minrep.model and minrep.checkpoint: architecture, causality, loss, initialisation,
+and the safetensors round trip."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from minrep.checkpoint import ModelFileError, load_model, read_config, save_model
+from minrep.model import VAE, ModelConfig, Prediction
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def test_paper_shapes_and_receptive_field():
+    config = ModelConfig()
+    assert config.receptive_field == 32  # causal kernel 2 + 2 * (1 + 2 + 4 + 8)
+    assert config.min_steps == 33
+    model = VAE(config)
+    x = torch.randn(4, 1, 399) * 0.1
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (4, 6)
+    condition = model.upsampler(mu, 399)
+    assert condition.shape == (4, 6, 399)  # Table I: B x |z| x (T - 1)
+    prediction = model.predict(x, mu)
+    assert prediction.mean.shape == (4, 1, 1, 399 - 32)  # 367 predictions for T = 400
+    out = model(x)
+    assert out["nll"].shape == (4,) and out["kl"].shape == (4, 6)
+
+
+def test_encoder_layer_sizes_follow_table_one():
+    model = VAE(ModelConfig(scale_equivariant=False))
+    assert [c.out_channels for c in model.encoder.convs] == [16] * 4
+    linear = [m for m in model.encoder.mlp if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(512, 200), (200, 100)]
+    assert model.encoder.latent.out_features == 12
+    up = [m for m in model.upsampler.mlp if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in up] == [100, 200, 512]
+    assert VAE(ModelConfig()).encoder.mlp[0].in_features == 513  # + centred log scale
+
+
+@pytest.mark.parametrize("scale_equivariant", [True, False])
+def test_prediction_is_causal(scale_equivariant):
+    """Changing displacement t changes no prediction of displacements <= t, and changes some
+    prediction within the receptive field after it."""
+    model = VAE(ModelConfig(scale_equivariant=scale_equivariant)).double()
+    nn.init.normal_(model.decoder.head_out.weight, std=0.1)  # zero at start when equivariant
+    x = torch.randn(1, 1, 120, dtype=torch.float64)
+    z = torch.randn(1, 6, dtype=torch.float64)  # fixed latent: the encoder is not causal
+    rf = model.receptive_field
+    base = model.predict(x, z)
+    t = 70
+    changed = x.clone()
+    changed[..., t] += 1.0
+    other = model.predict(changed, z)
+    # Column j predicts displacement j + rf.
+    predicted = torch.arange(rf, 120)
+    diff = (other.mean - base.mean).abs()[0, 0, 0] + (other.log_sigma - base.log_sigma).abs()[
+        0, 0, 0
+    ]
+    assert diff[predicted <= t].max() == 0
+    assert diff[(predicted > t) & (predicted <= t + rf)].max() > 0
+    assert diff[predicted > t + rf].max() == 0  # nothing beyond the receptive field
+
+
+def test_length_independent_and_minimum_length():
+    model = VAE(ModelConfig(dim=2))
+    for length in (33, 50, 1000):
+        out = model(torch.randn(3, 2, length))
+        assert torch.isfinite(out["nll"]).all()
+    with pytest.raises(ValueError, match="at least 33 displacements"):
+        model(torch.randn(3, 2, 32))
+    with pytest.raises(ValueError, match=r"\(batch, 2, L\)"):
+        model(torch.randn(3, 1, 50))
+
+
+def test_loss_equals_a_hand_computation():
+    model = VAE(ModelConfig(n_mixtures=1))
+    x = torch.randn(5, 1, 80) * 0.05
+    torch.manual_seed(1)
+    loss, terms = model.loss(x, beta=0.01)
+    torch.manual_seed(1)
+    mu, logvar = model.encode(x)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    p = model.predict(x, z)
+    target = x[..., 32:]
+    sigma = p.log_sigma[:, :, 0].exp()
+    nll = (
+        0.5 * math.log(2 * math.pi) + sigma.log() + (target - p.mean[:, :, 0]) ** 2 / (2 * sigma**2)
+    )
+    kl = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).sum(1).mean()
+    expected = nll.mean() + 0.01 * kl
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms["nll"], nll.mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms["kl_per_latent"].sum(), kl, rtol=1e-5, atol=1e-6)
+
+
+def test_mixture_log_prob_is_a_normalised_mixture():
+    mean = torch.tensor([[[[0.0], [1.0]]]])  # (1, 1, K=2, 1)
+    log_sigma = torch.log(torch.tensor([[[[0.5], [2.0]]]]))
+    log_weight = torch.log(torch.tensor([[[[0.3], [0.7]]]]))
+    prediction = Prediction(mean, log_sigma, log_weight)
+    x = torch.linspace(-30, 30, 20001)
+    density = torch.stack([prediction.log_prob(v.view(1, 1, 1)).exp() for v in x[::100]])
+    value = prediction.log_prob(torch.tensor([[[0.4]]])).exp().item()
+    normal = torch.distributions.Normal
+    expected = (
+        0.3 * normal(0.0, 0.5).log_prob(torch.tensor(0.4)).exp()
+        + 0.7 * normal(1.0, 2.0).log_prob(torch.tensor(0.4)).exp()
+    )
+    assert value == pytest.approx(expected.item(), rel=1e-6)
+    assert density.sum().item() * (x[100] - x[0]).item() == pytest.approx(1.0, rel=1e-3)
+    model = VAE(ModelConfig(n_mixtures=3))
+    out = model(torch.randn(2, 1, 60))
+    assert torch.isfinite(out["nll"]).all()
+
+
+def test_paper_initialisation():
+    model = VAE(ModelConfig(scale_equivariant=False))
+    latent = model.encoder.latent
+    assert torch.all(latent.weight[6:] == 0) and torch.all(latent.bias == 0)
+    conv = model.decoder.blocks[2].filter_gate
+    fan_out = conv.out_channels * conv.kernel_size[0]
+    # Kaiming normal, fan_out, ReLU gain: std sqrt(2 / fan_out); 1,536 weights -> 5 % spread.
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.15)
+    assert torch.all(conv.bias == 0)
+    out = model.decoder.head_out
+    bound = 2 / math.sqrt(out.in_channels)  # truncated at two standard deviations
+    assert out.weight.abs().max() <= bound
+    x = torch.randn(8, 1, 100)
+    _, logvar = model.encode(x)
+    assert torch.all(logvar == 0)  # posterior starts at unit variance, no overflow
+
+
+def test_scale_equivariant_start_is_brownian_at_the_mean_scale():
+    config = ModelConfig(log_scale_mean=math.log(0.03))
+    model = VAE(config)
+    x = torch.randn(4, 1, 100)
+    prediction = model.predict(x, torch.randn(4, 6))
+    assert torch.all(prediction.mean == 0)
+    torch.testing.assert_close(
+        prediction.log_sigma, torch.full_like(prediction.log_sigma, math.log(0.03))
+    )
+
+
+def test_scale_equivariant_prediction_commutes_with_scaling():
+    """With the latent fixed, scaling the input by c and the predicted scale by c scales the
+    predicted mean by c and shifts log sigma by log c."""
+    model = VAE(ModelConfig()).double()
+    x = torch.randn(2, 1, 90, dtype=torch.float64)
+    z = torch.randn(2, 6, dtype=torch.float64)
+    base = model.predict(x, z)
+    c = 7.5
+    with torch.no_grad():
+        model.scale_head.bias += math.log(c)
+    scaled = model.predict(c * x, z)
+    torch.testing.assert_close(scaled.mean, c * base.mean)
+    torch.testing.assert_close(scaled.log_sigma, base.log_sigma + math.log(c))
+
+
+def test_log_sigma_floor():
+    model = VAE(ModelConfig(log_scale_mean=-50.0))
+    prediction = model.predict(torch.randn(2, 1, 60) * 1e-20, torch.zeros(2, 6))
+    assert prediction.log_sigma.min().item() == pytest.approx(-12.0)
+
+
+def test_config_json_round_trip_and_unknown_keys():
+    config = ModelConfig(latent_dim=4, dilations=(1, 2), n_mixtures=2)
+    again = ModelConfig.from_dict(json.loads(config.to_json()))
+    assert again == config
+    with pytest.raises(ValueError, match="unknown model configuration keys: bogus"):
+        ModelConfig.from_dict({"bogus": 1})
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path):
+    model = VAE(ModelConfig(latent_dim=4, log_scale_mean=-3.2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    save_model(model, tmp_path / "run", {"training": {"note": "test"}})
+    loaded = load_model(tmp_path / "run")
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert loaded.config == model.config
+    assert read_config(tmp_path / "run")["training"] == {"note": "test"}
+    x = torch.randn(3, 1, 80)
+    torch.testing.assert_close(model.encode(x), loaded.encode(x), rtol=0, atol=0)
+
+
+def test_loading_bad_model_directories(tmp_path):
+    with pytest.raises(ModelFileError, match="not a model directory"):
+        load_model(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="no config.json"):
+        load_model(tmp_path / "empty")
+    save_model(VAE(ModelConfig()), tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(ModelFileError, match="not a safetensors file"):
+        load_model(tmp_path / "m")
+    save_model(VAE(ModelConfig(latent_dim=3)), tmp_path / "other")
+    (tmp_path / "m" / "model.safetensors").write_bytes(
+        (tmp_path / "other" / "model.safetensors").read_bytes()
+    )
+    with pytest.raises(ModelFileError, match="do not fit"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="not a minrep model configuration"):
+        load_model(tmp_path / "m")
