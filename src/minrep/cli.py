@@ -237,6 +237,34 @@ def encode(
 
 
 @app.command()
+def analyze(
+    model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
+    data: Annotated[Path, typer.Option(help="labelled test set .npz (alpha, D, process)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="report directory")],
+):
+    """What the model learned: surviving latents, readout R^2 and the NLL gap (metrics.json)."""
+    import json
+
+    from minrep.analysis import evaluate
+
+    with _user_errors():
+        vae = checkpoint.load_model(model)
+        test = io.load_npz(data, min_steps=vae.config.min_steps)
+        if test.is_ragged:
+            raise io.TrajectoryFileError(f"{data}: analysis needs trajectories of one length")
+        metrics = evaluate(vae, test)
+    output.mkdir(parents=True, exist_ok=True)
+    with io.atomic_write(output / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        if key == "kl_per_latent":
+            shown = "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
+        typer.echo(f"{key:>18}: {shown}")
+    typer.echo(f"-> {output / 'metrics.json'}")
+
+
+@app.command()
 def demo(
     n_per_cell: Annotated[int, typer.Option(help="trajectories per (alpha, D) cell")] = 100,
     length: Annotated[int, typer.Option(help="positions per trajectory T")] = 400,

@@ -1,0 +1,91 @@
+"""What a trained model learned: surviving latents, how well they give the physical parameters,
+and how close its likelihood comes to the exact one."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from minrep import io, processes
+from minrep.encode import encode
+from minrep.model import VAE
+from minrep.train import SURVIVAL_KL
+
+
+def latent_statistics(mu: np.ndarray, logvar: np.ndarray) -> dict:
+    """Per latent (arrays of shape ``(latent_dim,)``): mean KL to N(0, 1) over the data, the
+    variance of the posterior means and the mean log-variance; and the surviving latents (mean
+    KL above :data:`minrep.train.SURVIVAL_KL`)."""
+    kl = 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)
+    kl_per_latent = kl.mean(axis=0)
+    return {
+        "kl_per_latent": kl_per_latent,
+        "var_mu": mu.var(axis=0),
+        "mean_logvar": logvar.mean(axis=0),
+        "surviving": [int(i) for i in np.flatnonzero(kl_per_latent > SURVIVAL_KL)],
+    }
+
+
+def _polynomial_features(x: np.ndarray, degree: int) -> np.ndarray:
+    """All monomials of the columns of ``x`` up to ``degree`` (with the constant)."""
+    columns = [np.ones(len(x))]
+    for d in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(x.shape[1]), d):
+            columns.append(np.prod(x[:, combo], axis=1))
+    return np.stack(columns, axis=1)
+
+
+def readout_r2(features: np.ndarray, target: np.ndarray, degree: int = 3, seed: int = 0) -> float:
+    """R^2 on a held-out half of a polynomial least-squares readout of ``target`` (n,) from
+    ``features`` (n, k), fitted on the other half: how much of a parameter the features carry.
+    With no feature it is 0 by construction."""
+    n = len(target)
+    order = np.random.default_rng(seed).permutation(n)
+    fit, score = order[: n // 2], order[n // 2 :]
+    if features.shape[1] == 0:
+        return 0.0
+    scale = features[fit].std(axis=0) + 1e-12
+    x = (features - features[fit].mean(axis=0)) / scale
+    design = _polynomial_features(x, degree)
+    coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
+    residual = target[score] - design[score] @ coef
+    return float(1 - np.mean(residual**2) / np.var(target[score]))
+
+
+@torch.no_grad()
+def model_nll(model: VAE, data: io.Trajectories, batch_size: int = 1024) -> np.ndarray:
+    """Mean NLL per predicted displacement of each trajectory, ``(n,)``, with the latent at its
+    posterior mean (the deterministic code)."""
+    out = np.empty(len(data))
+    for lo in range(0, len(data), batch_size):
+        x = torch.from_numpy(data.displacements[lo : lo + batch_size])
+        out[lo : lo + batch_size] = model(x, sample=False)["nll"].numpy()
+    return out
+
+
+def evaluate(model: VAE, data: io.Trajectories) -> dict:
+    """Surviving latents, readout R^2 of alpha and log10 D, and the NLL gap to the exact NLL
+    (steps ``receptive_field ..``) on a labelled set of one length."""
+    latents = encode(model, data)
+    stats = latent_statistics(latents["mu"], latents["logvar"])
+    features = latents["mu"][:, stats["surviving"]]
+    result = {
+        "n": len(data),
+        "surviving_latents": stats["surviving"],
+        "kl_per_latent": stats["kl_per_latent"].tolist(),
+    }
+    if data.alpha is not None and np.ptp(data.alpha) > 0:
+        result["r2_alpha"] = readout_r2(features, data.alpha)
+    if data.D is not None:
+        result["r2_log10_D"] = readout_r2(features, np.log10(data.D))
+    nll = model_nll(model, data)
+    result["nll_mean"] = float(nll.mean())
+    if data.process in processes.PROCESSES and data.alpha is not None:
+        exact = processes.exact_nll(
+            data.displacements, data.process, data.alpha, data.D, start=model.receptive_field
+        )
+        result["exact_nll_mean"] = float(exact.mean())
+        result["nll_gap"] = result["nll_mean"] - result["exact_nll_mean"]
+    return result
