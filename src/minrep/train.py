@@ -193,7 +193,7 @@ PRESETS = {
         [
             Stage(12, 0.0, 1e-3, "one-cycle"),
             Stage(10, GeometricRamp(1e-4, 8e-3, 10), 1e-4, "constant"),
-            Stage(8, 8e-3, 1e-4, "constant"),
+            Stage(12, 8e-3, 1e-4, "constant"),
         ]
     ),
 }
