@@ -239,6 +239,17 @@ class Prediction:
     log_sigma: Tensor
     log_weight: Tensor | None = None
 
+    def sample(self, normal: Tensor, uniform: Tensor | None = None) -> Tensor:
+        """Displacements (batch, dim, n) from standard normals of that shape and, for a
+        mixture, uniforms that pick the component (inverse CDF of the weights)."""
+        if self.log_weight is None:
+            return self.mean[:, :, 0] + torch.exp(self.log_sigma[:, :, 0]) * normal
+        cumulative = torch.cumsum(torch.exp(self.log_weight), dim=2)
+        k = (cumulative < uniform[:, :, None]).sum(2, keepdim=True)
+        k = k.clamp_max(self.mean.shape[2] - 1)
+        chosen_mean = self.mean.gather(2, k)[:, :, 0]
+        return chosen_mean + torch.exp(self.log_sigma.gather(2, k)[:, :, 0]) * normal
+
     def log_prob(self, target: Tensor) -> Tensor:
         """Log density of ``target`` (batch, dim, n_pred), per displacement component."""
         t = target[:, :, None, :]
@@ -305,24 +316,32 @@ class VAE(nn.Module):
         self.check_input(x)
         return self.encoder(x)
 
+    def log_scale(self, z: Tensor) -> Tensor | None:
+        """Log of the decoder's displacement scale, (batch,), or None (paper network)."""
+        return self.scale_head(z)[:, 0] if self.config.scale_equivariant else None
+
+    def law(self, head_output: Tensor, log_scale: Tensor | None) -> Prediction:
+        """WaveNet head output (batch, dim * params, n) -> law of n displacements in
+        displacement units (undoing the decoder's scale)."""
+        c = self.config
+        k = c.n_mixtures
+        out = head_output.reshape(head_output.shape[0], c.dim, -1, head_output.shape[-1])
+        mean, log_sigma = out[:, :, :k], out[:, :, k : 2 * k]
+        log_weight = torch.log_softmax(out[:, :, 2 * k :], dim=2) if k > 1 else None
+        if log_scale is not None:
+            mean = mean * torch.exp(log_scale)[:, None, None, None]
+            log_sigma = log_sigma + log_scale[:, None, None, None]
+        return Prediction(mean, log_sigma.clamp_min(c.log_sigma_min), log_weight)
+
     def predict(self, x: Tensor, z: Tensor) -> Prediction:
         """Law of displacements ``receptive_field .. L - 1`` of ``x`` (batch, dim, L) given the
         latent ``z`` (batch, latent_dim)."""
-        c = self.config
         condition = self.upsampler(z, x.shape[-1])  # column t conditions displacement t
+        log_scale = self.log_scale(z)
         past = x[..., :-1]
-        if c.scale_equivariant:
-            log_scale = self.scale_head(z)[:, :, None]  # (batch, 1, 1)
-            past = past * torch.exp(-log_scale)
-        out = self.decoder(past, condition)  # (batch, dim * params, n_pred)
-        k = c.n_mixtures
-        out = out.reshape(out.shape[0], c.dim, -1, out.shape[-1])
-        mean, log_sigma = out[:, :, :k], out[:, :, k : 2 * k]
-        log_weight = torch.log_softmax(out[:, :, 2 * k :], dim=2) if k > 1 else None
-        if c.scale_equivariant:
-            mean = mean * torch.exp(log_scale)[..., None]
-            log_sigma = log_sigma + log_scale[..., None]
-        return Prediction(mean, log_sigma.clamp_min(c.log_sigma_min), log_weight)
+        if log_scale is not None:
+            past = past * torch.exp(-log_scale)[:, None, None]
+        return self.law(self.decoder(past, condition), log_scale)
 
     def forward(self, x: Tensor, sample: bool = True) -> dict[str, Tensor]:
         """Encode, sample z (its mean when ``sample`` is False), decode. Returns ``mu``,

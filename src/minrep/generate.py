@@ -1,0 +1,162 @@
+"""Fast autoregressive generation of new trajectories from latent values.
+
+The WaveNet decoder is run one time step at a time. Each dilated layer keeps a ring buffer of
+the inputs it will still need (the last ``2 * dilation`` for kernel 3), so a step computes one
+new position per layer instead of re-running the network on the whole receptive field; the
+conditioning of every block is computed once for the whole length. Shapes follow
+:mod:`minrep.model`: displacements ``(batch, dim, time)``, latents ``(batch, latent_dim)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from minrep import MinrepError, io
+from minrep.model import VAE
+
+
+class GenerationError(MinrepError, ValueError):
+    """A generation request this model cannot serve."""
+
+
+def draw_noise(model: VAE, batch: int, n_steps: int, generator: torch.Generator) -> dict:
+    """The random numbers of one generation: standard normals ``(batch, dim, n_steps)`` and,
+    for mixture outputs, uniforms that pick the component."""
+    shape = (batch, model.config.dim, n_steps)
+    noise = {"normal": torch.randn(shape, generator=generator)}
+    if model.config.n_mixtures > 1:
+        noise["uniform"] = torch.rand(shape, generator=generator)
+    return noise
+
+
+class _Layer:
+    """Ring buffer of the last ``span`` inputs of one dilated convolution, (span, batch, ch)."""
+
+    def __init__(self, span: int, batch: int, channels: int):
+        self.buffer = torch.zeros(span, batch, channels)
+        self.span = span
+
+    def push_and_stack(self, step: int, current: Tensor, taps: list[int]) -> Tensor:
+        """Store ``current`` (batch, ch) as time ``step``; return the inputs at
+        ``step - tap`` for each tap, concatenated along channels (batch, len(taps) * ch)."""
+        self.buffer[step % self.span] = current
+        return torch.cat([self.buffer[(step - tap) % self.span] for tap in taps], dim=1)
+
+
+@torch.no_grad()
+def generate(
+    model: VAE,
+    z,
+    n_steps: int,
+    context=None,
+    seed: int | None = 0,
+    noise: dict | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Generate ``n_steps`` displacements for each latent row of ``z`` (batch, latent_dim).
+
+    ``context`` (batch, dim, receptive_field) holds the displacements that precede the first
+    generated one: zeros by default (the paper's choice), or the start of a real trajectory.
+    Returns float32 ``(batch, dim, n_steps)``. ``noise`` (see :func:`draw_noise`) fixes the
+    random numbers; otherwise they are drawn from ``seed``.
+    """
+    c = model.config
+    rf = model.receptive_field
+    z = torch.as_tensor(np.asarray(z, dtype=np.float32))
+    if z.ndim != 2 or z.shape[1] != c.latent_dim:
+        raise GenerationError(f"z must have shape (batch, {c.latent_dim}), got {tuple(z.shape)}")
+    if n_steps < 1:
+        raise GenerationError(f"n_steps must be >= 1, got {n_steps}")
+    batch = z.shape[0]
+    context = _context(model, context, batch)
+    if noise is None:
+        noise = draw_noise(model, batch, n_steps, torch.Generator().manual_seed(seed or 0))
+    model = model.eval()
+    decoder = model.decoder
+    total = rf + n_steps
+    # Conditioning of every block for every time, computed once: (time, batch, 2r) each.
+    condition = model.upsampler(z, total)
+    terms = [block.condition(condition).permute(2, 0, 1).contiguous() for block in decoder.blocks]
+    log_scale = model.log_scale(z)
+    inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
+
+    def flat(conv):  # (out, in, k) -> (out, k * in), taps ordered oldest first
+        return conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1), conv.bias
+
+    w_in, b_in = flat(decoder.input)
+    w_causal, b_causal = flat(decoder.causal)
+    causal_taps = list(range(c.causal_kernel - 1, -1, -1))
+    causal = _Layer(c.causal_kernel, batch, c.residual_channels)
+    blocks = []
+    for block in decoder.blocks:
+        taps = [block.dilation * j for j in range(c.kernel_size - 1, -1, -1)]
+        blocks.append(
+            (
+                block,
+                flat(block.filter_gate),
+                taps,
+                _Layer(block.shrink + 1, batch, c.residual_channels),
+            )
+        )
+    w_hidden, b_hidden = flat(decoder.head_hidden)
+    w_out, b_out = flat(decoder.head_out)
+    r = c.residual_channels
+
+    series = torch.zeros(total, batch, c.dim)
+    series[:rf] = context.permute(2, 0, 1)
+    for step in tqdm(range(total - 1), desc="generate", disable=not progress, unit="step"):
+        x = series[step] if inv_scale is None else series[step] * inv_scale
+        h = causal.push_and_stack(step, F.linear(x, w_in, b_in), causal_taps)
+        h = F.linear(h, w_causal, b_causal)
+        skips = 0
+        for (block, (w, b), taps, layer), term in zip(blocks, terms, strict=True):
+            pre = F.linear(layer.push_and_stack(step, h, taps), w, b) + term[step + 1]
+            gated = torch.tanh(pre[:, :r]) * torch.sigmoid(pre[:, r:])
+            if block.residual is not None:
+                h = h + F.linear(gated, block.residual.weight[..., 0], block.residual.bias)
+            skips = skips + F.linear(gated, block.skip.weight[..., 0], block.skip.bias)
+        if step + 1 < rf:
+            continue  # still inside the given context
+        out = F.linear(F.relu(F.linear(F.relu(skips), w_hidden, b_hidden)), w_out, b_out)
+        t = step + 1 - rf
+        uniform = noise["uniform"][..., t : t + 1] if "uniform" in noise else None
+        law = model.law(out[..., None], log_scale)
+        series[step + 1] = law.sample(noise["normal"][..., t : t + 1], uniform)[..., 0]
+    return series[rf:].permute(1, 2, 0).numpy().copy()
+
+
+def _context(model: VAE, context, batch: int) -> Tensor:
+    c = model.config
+    shape = (batch, c.dim, model.receptive_field)
+    if context is None:
+        return torch.zeros(shape)
+    context = torch.as_tensor(np.asarray(context, dtype=np.float32))
+    if tuple(context.shape) != shape:
+        raise GenerationError(
+            f"context must have shape {shape} (the receptive field of displacements before the "
+            f"first generated one), got {tuple(context.shape)}"
+        )
+    return context
+
+
+def latents_with_values(model: VAE, values: dict[int, float], n: int) -> np.ndarray:
+    """``n`` copies of a latent vector with the given entries, the others at the prior mean 0."""
+    z = np.zeros((n, model.config.latent_dim), dtype=np.float32)
+    for index, value in values.items():
+        if not 0 <= index < model.config.latent_dim:
+            raise GenerationError(
+                f"latent index {index} is out of range: the model has {model.config.latent_dim}"
+                f" latents (0..{model.config.latent_dim - 1})"
+            )
+        z[:, index] = value
+    return z
+
+
+def generated_set(displacements: np.ndarray, z: np.ndarray, meta: dict) -> io.Trajectories:
+    """Generated displacements as a dataset, the latent values as labels ``z_0``, ``z_1``, ..."""
+    labels = {f"z_{i}": z[:, i].astype(np.float64) for i in range(z.shape[1])}
+    return io.Trajectories(displacements, labels, meta)

@@ -1,0 +1,139 @@
+"""Tests of minrep.generate: the incremental sampler against a naive reference, and the law of
+generated trajectories for decoders whose output law is known."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from minrep import generate, stats
+from minrep.model import VAE, ModelConfig
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+@torch.no_grad()
+def naive_generate(model, z, n_steps, context, noise):
+    """Reference sampler (the paper's): re-run the decoder on the whole receptive-field window
+    of the last displacements at every step."""
+    rf = model.receptive_field
+    z = torch.as_tensor(z)
+    total = rf + n_steps
+    series = torch.zeros(z.shape[0], model.config.dim, total)
+    series[..., :rf] = torch.as_tensor(context)
+    condition = model.upsampler(z, total)
+    log_scale = model.log_scale(z)
+    for t in range(rf, total):
+        window = series[..., t - rf : t]
+        if log_scale is not None:
+            window = window * torch.exp(-log_scale)[:, None, None]
+        law = model.law(model.decoder(window, condition[..., : t + 1]), log_scale)
+        i = t - rf
+        uniform = noise["uniform"][..., i : i + 1] if "uniform" in noise else None
+        series[..., t] = law.sample(noise["normal"][..., i : i + 1], uniform)[..., 0]
+    return series[..., rf:].numpy()
+
+
+def randomised(config):
+    """A model with every weight random (the default start has a zero output layer)."""
+    model = VAE(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.3)
+    return model
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(log_scale_mean=math.log(0.05)),
+        ModelConfig(scale_equivariant=False),
+        ModelConfig(dim=2, n_mixtures=3, log_scale_mean=math.log(0.05)),
+    ],
+    ids=["default", "paper-network", "2d-mixture"],
+)
+def test_incremental_equals_naive(config):
+    model = randomised(config)
+    z = torch.randn(3, config.latent_dim)
+    context = torch.randn(3, config.dim, model.receptive_field) * 0.05
+    noise = generate.draw_noise(model, 3, 80, torch.Generator().manual_seed(1))
+    fast = generate.generate(model, z, 80, context=context, noise=noise)
+    slow = naive_generate(model, z, 80, context, noise)
+    assert fast.shape == (3, config.dim, 80)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6 * np.abs(slow).max())
+
+
+def test_zero_context_seed_and_lengths():
+    model = randomised(ModelConfig(log_scale_mean=math.log(0.05)))
+    z = np.zeros((2, 6), dtype=np.float32)
+    a = generate.generate(model, z, 50, seed=3)
+    b = generate.generate(model, z, 50, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, generate.generate(model, z, 50, seed=4))
+    zeros = np.zeros((2, 1, model.receptive_field), dtype=np.float32)
+    np.testing.assert_array_equal(a, generate.generate(model, z, 50, context=zeros, seed=3))
+    assert generate.generate(model, z, 1, seed=0).shape == (2, 1, 1)
+
+
+def known_law_model(process_std: float, correlation: float = 0.0):
+    """A decoder set by hand: log sigma = log(process_std) for every step, and mean =
+    ``correlation`` * previous displacement (an AR(1) process), independent of the latent."""
+    model = VAE(ModelConfig(scale_equivariant=False)).eval()
+    with torch.no_grad():
+        for parameter in model.decoder.parameters():
+            parameter.zero_()
+        r = model.config.residual_channels
+        decoder = model.decoder
+        decoder.input.weight[0, 0, 0] = 1.0  # channel 0 carries x
+        decoder.causal.weight[0, 0, -1] = 1.0  # the newest input
+        last = decoder.blocks[-1]
+        # Gate: tanh(a) * sigmoid(b); a = x / 100 (tanh linear), b large (sigmoid = 1).
+        last.filter_gate.weight[0, 0, -1] = 0.01
+        last.filter_gate.bias[r] = 30.0
+        # Blocks before the last pass x through the residual stream unchanged.
+        # The head starts with a ReLU: skip channel 0 carries x, channel 1 carries -x.
+        last.skip.weight[0, 0, 0] = 100.0
+        last.skip.weight[1, 0, 0] = -100.0
+        decoder.head_hidden.weight[0, 0, 0] = 1.0  # max(x, 0)
+        decoder.head_hidden.weight[1, 1, 0] = 1.0  # max(-x, 0)
+        decoder.head_out.weight[0, 0, 0] = correlation
+        decoder.head_out.weight[0, 1, 0] = -correlation
+        decoder.head_out.bias[1] = math.log(process_std)
+    return model
+
+
+def test_generated_white_noise_has_the_set_variance():
+    std = 0.02
+    model = known_law_model(std)
+    x = generate.generate(model, np.zeros((600, 6), np.float32), 400, seed=1)
+    variance = x.var()
+    # 240,000 Gaussian values: relative standard error sqrt(2 / N) = 0.003; 5 sigma.
+    assert abs(variance / std**2 - 1) < 5 * math.sqrt(2 / x.size)
+    fitted, _ = stats.fit_power_law(np.arange(1, 10), stats.tea_msd(x, 9))
+    assert abs(fitted - 1.0) < 0.02  # Brownian: MSD linear in the lag
+
+
+def test_generated_ar1_correlation():
+    rho, std = 0.5, 0.01
+    model = known_law_model(std, correlation=rho)
+    x = generate.generate(model, np.zeros((400, 6), np.float32), 300, seed=2)
+    c = stats.displacement_autocorrelation(x[..., 50:], 3)
+    # AR(1): C(k) = rho^k; with 100,000 values the standard error of C(1) is about 0.003.
+    np.testing.assert_allclose(c[1:], rho ** np.arange(1, 4), atol=0.02)
+
+
+def test_bad_generation_requests():
+    model = VAE(ModelConfig())
+    with pytest.raises(generate.GenerationError, match="out of range"):
+        generate.latents_with_values(model, {6: 1.0}, 3)
+    with pytest.raises(generate.GenerationError, match=r"shape \(batch, 6\)"):
+        generate.generate(model, np.zeros((2, 5)), 10)
+    with pytest.raises(generate.GenerationError, match="receptive field"):
+        generate.generate(model, np.zeros((2, 6)), 10, context=np.zeros((2, 1, 10)))
+    z = generate.latents_with_values(model, {1: -1.5, 3: 0.3}, 4)
+    assert z.shape == (4, 6) and np.all(z[:, 1] == -1.5) and np.all(z[:, [0, 2, 4, 5]] == 0)
