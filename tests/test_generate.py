@@ -137,3 +137,83 @@ def test_bad_generation_requests():
         generate.generate(model, np.zeros((2, 6)), 10, context=np.zeros((2, 1, 10)))
     z = generate.latents_with_values(model, {1: -1.5, 3: 0.3}, 4)
     assert z.shape == (4, 6) and np.all(z[:, 1] == -1.5) and np.all(z[:, [0, 2, 4, 5]] == 0)
+
+
+def test_generate_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from minrep import io, processes
+    from minrep.checkpoint import save_model
+    from minrep.cli import app
+
+    save_model(randomised(ModelConfig(log_scale_mean=math.log(0.05))), tmp_path / "m")
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            str(tmp_path / "m"),
+            "-o",
+            str(tmp_path / "a.npz"),
+            "--z",
+            "0=-1.5,1=0.3",
+            "--n",
+            "4",
+            "--length",
+            "40",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    a = io.load_npz(tmp_path / "a.npz")
+    assert a.displacements.shape == (4, 1, 40)
+    assert np.all(a.labels["z_0"] == -1.5) and np.all(a.labels["z_2"] == 0)
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            str(tmp_path / "m"),
+            "-o",
+            str(tmp_path / "s.npz"),
+            "--sweep",
+            "1=-4:4:5",
+            "--n-per-value",
+            "3",
+            "--length",
+            "40",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    s = io.load_npz(tmp_path / "s.npz")
+    np.testing.assert_allclose(np.unique(s.labels["z_1"]), np.linspace(-4, 4, 5))
+    data = processes.make_dataset("fbm", alpha=(0.5,), D=(1e-3,), n_per_cell=3, n_positions=60)
+    source = io.save_npz(data, tmp_path / "in.npz")
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            str(tmp_path / "m"),
+            "-o",
+            str(tmp_path / "f.npz"),
+            "--from",
+            str(source),
+            "--n",
+            "2",
+            "--context",
+            "start",
+            "--length",
+            "30",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    f = io.load_npz(tmp_path / "f.npz")
+    assert len(f) == 6 and np.all(f.alpha == 0.5)  # the inputs' labels come along
+    for args, message in [
+        (["--z", "7=1"], "out of range"),
+        (["--sweep", "1=-4:4"], "index=start:stop:count"),
+        (["--z", "1=1", "--context", "start"], "together with --from"),
+        (["--z", "1=1", "--sweep", "0=1:2:3"], "exactly one of"),
+    ]:
+        result = runner.invoke(
+            app, ["generate", str(tmp_path / "m"), "-o", str(tmp_path / "x.npz"), *args]
+        )
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -237,6 +237,81 @@ def encode(
 
 
 @app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="generated dataset .npz")],
+    z: Annotated[
+        str | None, typer.Option("--z", help="latent values, e.g. 0=-1.5,1=0.3 (others 0)")
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from", help="encode these trajectories and regenerate")
+    ] = None,
+    sweep: Annotated[
+        str | None, typer.Option(help="sweep one latent: index=start:stop:count")
+    ] = None,
+    n: Annotated[int, typer.Option(help="trajectories per latent vector (or per input)")] = 1,
+    n_per_value: Annotated[int | None, typer.Option(help="trajectories per sweep value")] = None,
+    length: Annotated[int, typer.Option(help="displacements per generated trajectory")] = 399,
+    context: Annotated[
+        str, typer.Option(help="zeros (the paper) or start (the input's first displacements)")
+    ] = "zeros",
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    batch_size: Annotated[int, typer.Option(help="trajectories generated together")] = 1000,
+):
+    """Generate trajectories from latent values, from encoded trajectories, or a latent sweep."""
+    from minrep import generate as gen
+    from minrep.encode import encode as encode_all
+
+    with _user_errors():
+        chosen = [
+            name
+            for name, value in (("--z", z), ("--from", from_file), ("--sweep", sweep))
+            if value is not None
+        ]
+        if len(chosen) != 1:
+            raise gen.GenerationError("give exactly one of --z, --from and --sweep")
+        vae = checkpoint.load_model(model)
+        if length < 1:
+            raise gen.GenerationError(f"--length must be >= 1, got {length}")
+        labels: dict[str, np.ndarray] = {}
+        starts = None
+        if z is not None:
+            latents = gen.latents_with_values(vae, gen.parse_latent_values(z), n)
+        elif sweep is not None:
+            index, values = gen.parse_sweep(sweep)
+            per_value = n_per_value or n
+            latents = gen.latents_with_values(vae, {index: 0.0}, len(values) * per_value)
+            latents[:, index] = np.repeat(values, per_value)
+            labels["sweep_latent"] = np.full(len(latents), index)
+        else:
+            data = io.load(from_file, min_steps=vae.config.min_steps)
+            latents = np.repeat(encode_all(vae, data)["mu"], n, axis=0)
+            labels.update({k: np.repeat(v, n) for k, v in data.labels.items()})
+            if context == "start":
+                rf = vae.receptive_field
+                starts = np.repeat(data.displacements[:, :, :rf], n, axis=0)
+        if context not in ("zeros", "start") or (context == "start" and starts is None):
+            raise gen.GenerationError("--context is zeros, or start together with --from")
+        displacements = gen.generate_many(
+            vae, latents, length, context=starts, seed=seed, batch_size=batch_size, progress=True
+        )
+        result = gen.generated_set(
+            displacements,
+            latents,
+            {
+                "generator": "minrep generate",
+                "model": str(model),
+                "seed": seed,
+                "context": context,
+                "source": chosen[0],
+            },
+        )
+        result.labels.update(labels)
+        io.save_npz(result, output)
+    typer.echo(f"{len(result)} trajectories of {length} displacements -> {output}")
+
+
+@app.command()
 def analyze(
     model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
     data: Annotated[Path, typer.Option(help="labelled test set .npz (alpha, D, process)")],

@@ -156,7 +156,65 @@ def latents_with_values(model: VAE, values: dict[int, float], n: int) -> np.ndar
     return z
 
 
-def generated_set(displacements: np.ndarray, z: np.ndarray, meta: dict) -> io.Trajectories:
-    """Generated displacements as a dataset, the latent values as labels ``z_0``, ``z_1``, ..."""
-    labels = {f"z_{i}": z[:, i].astype(np.float64) for i in range(z.shape[1])}
-    return io.Trajectories(displacements, labels, meta)
+def generated_set(
+    displacements: np.ndarray, z: np.ndarray, meta: dict, labels: dict | None = None
+) -> io.Trajectories:
+    """Generated displacements as a dataset, the latent values as labels ``z_0``, ``z_1``, ...
+    next to any other ``labels`` (e.g. those of the encoded inputs)."""
+    latent_labels = {f"z_{i}": z[:, i].astype(np.float64) for i in range(z.shape[1])}
+    return io.Trajectories(displacements, {**(labels or {}), **latent_labels}, meta)
+
+
+def generate_many(
+    model: VAE,
+    z: np.ndarray,
+    n_steps: int,
+    context: np.ndarray | None = None,
+    seed: int = 0,
+    batch_size: int = 1000,
+    progress: bool = False,
+) -> np.ndarray:
+    """:func:`generate` for any number of latent rows, ``batch_size`` at a time; the random
+    numbers come from one generator seeded with ``seed`` (same seed and batch size, same
+    trajectories). Returns float32 ``(n, dim, n_steps)``."""
+    z = np.asarray(z, dtype=np.float32)
+    generator = torch.Generator().manual_seed(seed)
+    out = np.empty((len(z), model.config.dim, n_steps), dtype=np.float32)
+    chunks = range(0, len(z), batch_size)
+    for lo in tqdm(chunks, desc="generate", disable=not progress or len(chunks) < 2, unit="batch"):
+        rows = slice(lo, lo + batch_size)
+        noise = draw_noise(model, len(z[rows]), n_steps, generator)
+        part_context = None if context is None else context[rows]
+        out[rows] = generate(
+            model,
+            z[rows],
+            n_steps,
+            context=part_context,
+            noise=noise,
+            progress=progress and len(chunks) < 2,
+        )
+    return out
+
+
+def parse_latent_values(spec: str) -> dict[int, float]:
+    """``"0=-1.5,1=0.3"`` -> {0: -1.5, 1: 0.3}."""
+    values = {}
+    try:
+        for item in spec.split(","):
+            index, value = item.split("=")
+            values[int(index)] = float(value)
+    except ValueError:
+        raise GenerationError(
+            f"{spec!r}: expected latent values as index=value,index=value"
+        ) from None
+    return values
+
+
+def parse_sweep(spec: str) -> tuple[int, np.ndarray]:
+    """``"1=-4:4:60"`` -> (1, linspace(-4, 4, 60))."""
+    try:
+        index, span = spec.split("=")
+        start, stop, count = span.split(":")
+        return int(index), np.linspace(float(start), float(stop), int(count))
+    except ValueError:
+        raise GenerationError(f"{spec!r}: expected a sweep as index=start:stop:count") from None
