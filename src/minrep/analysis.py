@@ -89,3 +89,77 @@ def evaluate(model: VAE, data: io.Trajectories) -> dict:
         result["exact_nll_mean"] = float(exact.mean())
         result["nll_gap"] = result["nll_mean"] - result["exact_nll_mean"]
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Disentanglement scores, continuous-factor forms
+
+
+def _discretize(values: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-count bins of each column (n, k) -> integer codes (n, k)."""
+    codes = np.empty(values.shape, dtype=np.int64)
+    for j in range(values.shape[1]):
+        edges = np.quantile(values[:, j], np.linspace(0, 1, bins + 1)[1:-1])
+        codes[:, j] = np.searchsorted(edges, values[:, j], side="right")
+    return codes
+
+
+def _mutual_information(a: np.ndarray, b: np.ndarray) -> float:
+    """Mutual information (nat) of two integer codes from their joint histogram."""
+    joint = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(joint, (a, b), 1)
+    joint /= joint.sum()
+    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    nonzero = joint > 0
+    return float(np.sum(joint[nonzero] * np.log(joint[nonzero] / outer[nonzero])))
+
+
+def _entropy(codes: np.ndarray) -> float:
+    p = np.bincount(codes) / codes.size
+    p = p[p > 0]
+    return float(-np.sum(p * np.log(p)))
+
+
+def mig(latents: np.ndarray, factors: np.ndarray, bins: int = 20) -> dict:
+    """Mutual information gap (Chen et al. 2018): for each factor, the gap between the two
+    latents most informative about it, over the factor's entropy; latents and factors are
+    binned into ``bins`` equal-count bins. ``latents`` (n, L), ``factors`` (n, F)."""
+    if latents.shape[1] < 2:
+        raise ValueError("MIG needs at least two latents")
+    z, v = _discretize(latents, bins), _discretize(factors, bins)
+    info = np.array(
+        [
+            [_mutual_information(z[:, i], v[:, j]) for j in range(v.shape[1])]
+            for i in range(z.shape[1])
+        ]
+    )
+    top = np.sort(info, axis=0)[::-1]
+    per_factor = (top[0] - top[1]) / np.array([_entropy(v[:, j]) for j in range(v.shape[1])])
+    return {
+        "mig": float(per_factor.mean()),
+        "per_factor": per_factor.tolist(),
+        "mutual_information": info.tolist(),
+    }
+
+
+def dci(latents: np.ndarray, factors: np.ndarray, seed: int = 0) -> dict:
+    """Disentanglement, completeness and informativeness (Eastwood & Williams 2018) with a
+    linear importance matrix: R[i, j] = |standardised least-squares coefficient| of latent i
+    for factor j. Informativeness is the mean held-out R^2 of :func:`readout_r2`."""
+    x = (latents - latents.mean(0)) / (latents.std(0) + 1e-12)
+    y = (factors - factors.mean(0)) / (factors.std(0) + 1e-12)
+    coef, *_ = np.linalg.lstsq(np.column_stack([x, np.ones(len(x))]), y, rcond=None)
+    importance = np.abs(coef[:-1]) + 1e-12  # (latents, factors)
+    n_latents, n_factors = importance.shape
+    p_factor = importance / importance.sum(1, keepdims=True)
+    disentanglement = 1 + np.sum(p_factor * np.log(p_factor), 1) / np.log(max(n_factors, 2))
+    weight = importance.sum(1) / importance.sum()
+    p_latent = importance / importance.sum(0, keepdims=True)
+    completeness = 1 + np.sum(p_latent * np.log(p_latent), 0) / np.log(max(n_latents, 2))
+    r2 = [readout_r2(latents, factors[:, j], seed=seed) for j in range(n_factors)]
+    return {
+        "disentanglement": float(np.sum(weight * disentanglement)),
+        "completeness": float(completeness.mean()),
+        "informativeness": float(np.mean(r2)),
+        "importance": importance.tolist(),
+    }
