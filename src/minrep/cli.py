@@ -64,7 +64,9 @@ def simulate(
     D: Annotated[  # noqa: N803
         str | None, typer.Option("--D", "-D", help="D values: 1e-3 | 1e-5:1e-2:10 (log-spaced)")
     ] = None,
-    n_per_cell: Annotated[int | None, typer.Option(help="trajectories per (alpha, D)")] = None,
+    n_per_cell: Annotated[
+        int | None, typer.Option(help="trajectories per (alpha, D) cell; for bm, per D value")
+    ] = None,
     length: Annotated[
         int | None, typer.Option(help="positions per trajectory T (T - 1 displacements)")
     ] = None,
