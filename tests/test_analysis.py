@@ -19,7 +19,8 @@ def test_latent_statistics_kl_formula_and_survivors():
     logvar = np.stack([np.full(n, 2 * np.log(0.1)), np.zeros(n)], axis=1)
     stats = analysis.latent_statistics(mu, logvar)
     expected = 0.5 * (1.0 + 0.01 - 1 - np.log(0.01))  # E[m^2] = 1
-    assert stats["kl_per_latent"][0] == pytest.approx(expected, rel=0.03)  # 5 sigma of E[m^2]
+    # The sample mean of m^2 has std sqrt(2 / n) = 0.01, so the KL (2.3 nat) has std 0.005.
+    assert stats["kl_per_latent"][0] == pytest.approx(expected, abs=0.025)
     assert stats["kl_per_latent"][1] == 0.0
     assert stats["surviving"] == [0]
     assert stats["mean_logvar"][0] == pytest.approx(2 * np.log(0.1))
@@ -42,7 +43,7 @@ def test_evaluate_and_analyze_command(tmp_path):
     data = processes.make_dataset(
         "fbm", alpha=(0.5, 1.5), D=(1e-3, 1e-2), n_per_cell=20, n_positions=60, seed=2
     )
-    model = VAE(ModelConfig(log_scale_mean=float(np.log(0.1)))).eval()
+    model = VAE(ModelConfig(scale_equivariant=True, log_scale_mean=float(np.log(0.1)))).eval()
     metrics = analysis.evaluate(model, data)
     exact = processes.exact_nll(data.displacements, "fbm", data.alpha, data.D, start=32)
     assert metrics["exact_nll_mean"] == pytest.approx(exact.mean())

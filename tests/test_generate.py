@@ -51,9 +51,9 @@ def randomised(config):
 @pytest.mark.parametrize(
     "config",
     [
-        ModelConfig(log_scale_mean=math.log(0.05)),
+        ModelConfig(scale_equivariant=True, log_scale_mean=math.log(0.05)),
         ModelConfig(scale_equivariant=False),
-        ModelConfig(dim=2, n_mixtures=3, log_scale_mean=math.log(0.05)),
+        ModelConfig(dim=2, n_mixtures=3, scale_equivariant=True, log_scale_mean=math.log(0.05)),
     ],
     ids=["default", "paper-network", "2d-mixture"],
 )
@@ -69,7 +69,7 @@ def test_incremental_equals_naive(config):
 
 
 def test_zero_context_seed_and_lengths():
-    model = randomised(ModelConfig(log_scale_mean=math.log(0.05)))
+    model = randomised(ModelConfig(scale_equivariant=True, log_scale_mean=math.log(0.05)))
     z = np.zeros((2, 6), dtype=np.float32)
     a = generate.generate(model, z, 50, seed=3)
     b = generate.generate(model, z, 50, seed=3)
@@ -146,7 +146,10 @@ def test_generate_command(tmp_path):
     from minrep.checkpoint import save_model
     from minrep.cli import app
 
-    save_model(randomised(ModelConfig(log_scale_mean=math.log(0.05))), tmp_path / "m")
+    save_model(
+        randomised(ModelConfig(scale_equivariant=True, log_scale_mean=math.log(0.05))),
+        tmp_path / "m",
+    )
     runner = CliRunner()
     result = runner.invoke(
         app,

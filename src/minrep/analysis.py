@@ -10,21 +10,19 @@ import torch
 
 from minrep import io, processes
 from minrep.encode import encode
-from minrep.model import VAE
-from minrep.train import SURVIVAL_KL
+from minrep.model import VAE, kl_to_prior, surviving
 
 
 def latent_statistics(mu: np.ndarray, logvar: np.ndarray) -> dict:
     """Per latent (arrays of shape ``(latent_dim,)``): mean KL to N(0, 1) over the data, the
     variance of the posterior means and the mean log-variance; and the surviving latents (mean
-    KL above :data:`minrep.train.SURVIVAL_KL`)."""
-    kl = 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)
-    kl_per_latent = kl.mean(axis=0)
+    KL above :data:`minrep.model.SURVIVAL_KL`)."""
+    kl_per_latent = kl_to_prior(torch.from_numpy(mu), torch.from_numpy(logvar)).mean(0).numpy()
     return {
         "kl_per_latent": kl_per_latent,
         "var_mu": mu.var(axis=0),
         "mean_logvar": logvar.mean(axis=0),
-        "surviving": [int(i) for i in np.flatnonzero(kl_per_latent > SURVIVAL_KL)],
+        "surviving": surviving(kl_per_latent),
     }
 
 
@@ -59,15 +57,18 @@ def model_nll(model: VAE, data: io.Trajectories, batch_size: int = 1024) -> np.n
     """Mean NLL per predicted displacement of each trajectory, ``(n,)``, with the latent at its
     posterior mean (the deterministic code)."""
     out = np.empty(len(data))
+    device = next(model.parameters()).device
     for lo in range(0, len(data), batch_size):
-        x = torch.from_numpy(data.displacements[lo : lo + batch_size])
-        out[lo : lo + batch_size] = model(x, sample=False)["nll"].numpy()
+        x = torch.from_numpy(data.displacements[lo : lo + batch_size]).to(device)
+        out[lo : lo + batch_size] = model(x, sample=False)["nll"].cpu().numpy()
     return out
 
 
 def evaluate(model: VAE, data: io.Trajectories) -> dict:
     """Surviving latents, readout R^2 of alpha and log10 D, and the NLL gap to the exact NLL
     (steps ``receptive_field ..``) on a labelled set of one length."""
+    if data.is_ragged:
+        raise io.TrajectoryFileError("the analysis needs trajectories of one length")
     latents = encode(model, data)
     stats = latent_statistics(latents["mu"], latents["logvar"])
     features = latents["mu"][:, stats["surviving"]]
@@ -78,7 +79,7 @@ def evaluate(model: VAE, data: io.Trajectories) -> dict:
     }
     if data.alpha is not None and np.ptp(data.alpha) > 0:
         result["r2_alpha"] = readout_r2(features, data.alpha)
-    if data.D is not None:
+    if data.D is not None and np.ptp(data.D) > 0:
         result["r2_log10_D"] = readout_r2(features, np.log10(data.D))
     nll = model_nll(model, data)
     result["nll_mean"] = float(nll.mean())

@@ -32,7 +32,13 @@ def save_model(model: VAE, directory, extra: dict | None = None) -> Path:
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_write(directory / WEIGHTS) as tmp:
         save_file(state, str(tmp))
-    document = {"model": model.config.to_dict(), **(extra or {})}
+    return save_config(model.config, directory, extra)
+
+
+def save_config(config: ModelConfig, directory, extra: dict | None = None) -> Path:
+    """Write ``config.json`` (model configuration plus ``extra``) atomically."""
+    directory = Path(directory)
+    document = {"model": config.to_dict(), **(extra or {})}
     with atomic_write(directory / CONFIG) as tmp:
         tmp.write_text(json.dumps(document, indent=2) + "\n")
     return directory
@@ -69,7 +75,7 @@ def load_model(path_or_name, device: str | torch.device = "cpu") -> VAE:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"{config_path}: not a minrep model configuration ({err})") from None
     try:
-        state = load_file(str(weights_path), device=str(device))
+        state = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
         raise ModelFileError(f"{weights_path}: not a safetensors file ({err})") from None
     model = VAE(config)
@@ -82,4 +88,8 @@ def load_model(path_or_name, device: str | torch.device = "cpu") -> VAE:
 
 def read_config(path_or_name) -> dict:
     """The whole ``config.json`` of a model directory (model and training settings)."""
-    return json.loads((resolve(path_or_name) / CONFIG).read_text())
+    path = resolve(path_or_name) / CONFIG
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"{path}: cannot be read ({err})") from None

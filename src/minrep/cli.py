@@ -166,6 +166,9 @@ def train(
     num_nodes: Annotated[int, typer.Option(help="nodes (DDP)")] = 1,
     resume: Annotated[bool, typer.Option(help="continue a run from its last checkpoint")] = False,
     find_lr: Annotated[bool, typer.Option(help="run the learning-rate finder only")] = False,
+    lr: Annotated[
+        float | None, typer.Option(help="peak learning rate of the first stage (others scaled)")
+    ] = None,
     latent_dim: Annotated[int, typer.Option(help="number of latents")] = 6,
     paper_network: Annotated[
         bool, typer.Option(help="the paper's exact parameterisation (no scale equivariance)")
@@ -173,12 +176,9 @@ def train(
 ):
     """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
     from minrep.model import ModelConfig
-    from minrep.train import PRESETS
     from minrep.train import train as train_model
 
     with _user_errors():
-        if preset not in PRESETS:
-            raise processes.SimulationError(f"unknown preset {preset!r}; choose {sorted(PRESETS)}")
         trajectories = io.load_npz(data)
         config = ModelConfig(
             dim=trajectories.dim, latent_dim=latent_dim, scale_equivariant=not paper_network
@@ -196,6 +196,7 @@ def train(
             max_epochs=max_epochs,
             resume=resume,
             find_lr=find_lr,
+            lr=lr,
         )
     if find_lr:
         typer.echo(
@@ -203,7 +204,7 @@ def train(
             f"(plot: {output / 'figures' / 'lr_find.png'})"
         )
         return
-    if result.history:
+    if result.history and result.primary:
         last = result.history[-1]
         typer.echo(
             f"epoch {last['epoch']}: held-out NLL {last['val_nll']:.4f} (exact "

@@ -54,15 +54,9 @@ def save_latents(latents: dict[str, np.ndarray], trajectories: io.Trajectories, 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        io.write_npz(
-            path, {**latents, **trajectories.labels, "n_steps": trajectories.step_counts()}
-        )
+        io.write_npz(path, {**latents, **_labels(trajectories)})
     elif suffix == ".csv":
-        table = pd.DataFrame(
-            {**trajectories.labels, "n_steps": trajectories.step_counts()}
-            if trajectories.labels
-            else {"trajectory": np.arange(len(trajectories)), "n_steps": trajectories.step_counts()}
-        )
+        table = pd.DataFrame(_labels(trajectories))
         for name, values in latents.items():
             for i in range(values.shape[1]):
                 table[f"{name}_{i}"] = values[:, i]
@@ -71,3 +65,13 @@ def save_latents(latents: dict[str, np.ndarray], trajectories: io.Trajectories, 
     else:
         raise io.TrajectoryFileError(f"{path}: latents are written as .npz or .csv")
     return path
+
+
+def _labels(trajectories: io.Trajectories) -> dict[str, np.ndarray]:
+    """Per-trajectory columns of a latents file: the index in the input, its labels and its
+    number of displacements."""
+    return {
+        "trajectory": np.arange(len(trajectories)),
+        **trajectories.labels,
+        "n_steps": trajectories.step_counts(),
+    }

@@ -7,7 +7,8 @@ Shapes: trajectories are displacements ``(batch, dim, L)``. The decoder predicts
 of 32). Every convolution is unpadded, as in the paper.
 
 
-``scale_equivariant`` (default on) is a reparameterisation measured in
+``scale_equivariant`` (off in ``ModelConfig()``, on in :func:`minrep.train.train`) is a
+reparameterisation measured in
 ``shared/notes/training-findings.md``: the convolutions see displacements divided by a scale
 (the trajectory's RMS in the encoder; a scale predicted from the latent in the decoder), and
 the decoder's predictions are scaled back. The information flow is the paper's (D must still
@@ -20,13 +21,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 LOG_2PI = math.log(2 * math.pi)
+
+SURVIVAL_KL = 0.1
+"""A latent survives when its mean KL to the prior on held-out data exceeds this (nat)."""
+
+
+def kl_to_prior(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL divergence of N(mu, exp(logvar)) to N(0, 1), elementwise (nat)."""
+    return 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar)
+
+
+def surviving(kl_per_latent) -> list[int]:
+    """Indices of the latents whose mean KL exceeds :data:`SURVIVAL_KL`."""
+    return [i for i, value in enumerate(kl_per_latent) if value > SURVIVAL_KL]
 
 
 @dataclass
@@ -50,15 +64,22 @@ class ModelConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     n_mixtures: int = 1  # Gaussians per predicted displacement component
     log_sigma_min: float = -12.0  # floor of the predicted log standard deviation
-    scale_equivariant: bool = True
+    scale_equivariant: bool = False  # minrep's training turns it on (see the module docstring)
     log_scale_mean: float = 0.0  # training-set mean of log RMS displacement (set from data)
-    extra: dict = field(default_factory=dict)  # free-form notes kept with the model
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
         self.decoder_hidden = tuple(self.decoder_hidden)
         self.dilations = tuple(self.dilations)
-        for name in ("dim", "latent_dim", "encoder_layers", "n_mixtures", "kernel_size"):
+        for name in (
+            "dim",
+            "latent_dim",
+            "encoder_layers",
+            "upsample_layers",
+            "n_mixtures",
+            "kernel_size",
+            "causal_kernel",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -219,10 +240,10 @@ class WaveNet(nn.Module):
         head output (batch, dim * params, n - rf + 1): column j is the law of displacement
         j + rf given x[j .. j + rf - 1] (rf: the receptive field)."""
         h = self.causal(self.input(x))
-        skips = 0
+        skips = None
         for block in self.blocks:
             h, skip = block(h, condition)
-            skips = skip + (skips[..., block.shrink :] if torch.is_tensor(skips) else 0)
+            skips = skip if skips is None else skip + skips[..., block.shrink :]
         return self.head_out(F.relu(self.head_hidden(F.relu(skips))))
 
 
@@ -308,7 +329,8 @@ class VAE(nn.Module):
         if x.shape[-1] < self.config.min_steps:
             raise ValueError(
                 f"trajectories need at least {self.config.min_steps} displacements "
-                f"(receptive field {self.receptive_field} + 1), got {x.shape[-1]}"
+                f"(one prediction after the receptive field of {self.receptive_field}), got "
+                f"{x.shape[-1]}"
             )
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -351,8 +373,7 @@ class VAE(nn.Module):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         prediction = self.predict(x, z)
         nll = -prediction.log_prob(x[..., self.receptive_field :]).mean(dim=(1, 2))
-        kl = 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar)
-        return {"mu": mu, "logvar": logvar, "z": z, "nll": nll, "kl": kl}
+        return {"mu": mu, "logvar": logvar, "z": z, "nll": nll, "kl": kl_to_prior(mu, logvar)}
 
     def loss(self, x: Tensor, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
         """beta-VAE loss: mean NLL per predicted displacement + beta * KL summed over latents,

@@ -27,10 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from minrep import MinrepError, checkpoint, io, processes
-from minrep.model import VAE, ModelConfig, rms_scale
-
-SURVIVAL_KL = 0.1
-"""A latent survives when its mean KL to the prior on held-out data exceeds this (nat)."""
+from minrep.model import SURVIVAL_KL, VAE, ModelConfig, rms_scale, surviving
 
 
 class TrainingError(MinrepError, RuntimeError):
@@ -78,8 +75,13 @@ SCHEDULES = {"constant": Constant, "linear": LinearRamp, "geometric": GeometricR
 
 
 def schedule_to_dict(schedule) -> dict:
-    kind = next(k for k, v in SCHEDULES.items() if isinstance(schedule, v))
-    return {"kind": kind, **dataclasses.asdict(schedule)}
+    kinds = [k for k, v in SCHEDULES.items() if isinstance(schedule, v)]
+    if not kinds:
+        raise TypeError(
+            f"{type(schedule).__name__} is not a registered beta schedule "
+            f"({', '.join(SCHEDULES)}): add it to SCHEDULES"
+        )
+    return {"kind": kinds[0], **dataclasses.asdict(schedule)}
 
 
 def schedule_from_dict(values: dict):
@@ -204,17 +206,36 @@ PRESETS = {
 
 
 class Batches(torch.utils.data.Dataset):
-    """Item i is batch i of a permutation drawn afresh each epoch (``shuffle``) from ``seed``
-    and the epoch: identical on every process, so a distributed sampler over batch indices
-    hands each process different batches."""
+    """Item i is this process's i-th batch. Batches are slices of a permutation drawn afresh
+    each epoch (``shuffle``) from ``seed`` and the epoch, the same on every process; process
+    ``rank`` of ``world`` takes batches rank, rank + world, ... For training (``pad``) every
+    process gets the same number of batches (data-parallel steps must pair up), wrapping
+    around to the first batches; for validation nothing is counted twice."""
 
-    def __init__(self, data: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(
+        self, data: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0, pad: bool = True
+    ):
         self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
-        self.epoch = 0
+        self.pad = pad
+        self.epoch, self.rank, self.world = 0, 0, 1
         self._order_epoch, self._order = None, None
 
-    def __len__(self) -> int:
+    def shard(self, rank: int, world: int) -> None:
+        """Make this the dataset of process ``rank`` of ``world``; unpadded sets get smaller
+        batches if needed so that every process has at least one."""
+        self.rank, self.world = rank, world
+        if not self.pad:
+            self.batch_size = min(self.batch_size, max(1, len(self.data) // world))
+
+    @property
+    def n_batches(self) -> int:
+        """Batches in the whole set (all processes together)."""
         return math.ceil(len(self.data) / self.batch_size)
+
+    def __len__(self) -> int:
+        if self.pad:
+            return math.ceil(self.n_batches / self.world)
+        return len(range(self.rank, self.n_batches, self.world))
 
     def _permutation(self) -> torch.Tensor | None:
         if not self.shuffle:
@@ -226,7 +247,10 @@ class Batches(torch.utils.data.Dataset):
         return self._order
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        if i >= len(self):
+            raise IndexError(i)
+        j = (self.rank + i * self.world) % self.n_batches
+        sl = slice(j * self.batch_size, (j + 1) * self.batch_size)
         order = self._permutation()
         return self.data[sl] if order is None else self.data[order[sl]]
 
@@ -244,50 +268,68 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarra
 
 class MinrepModule(pl.LightningModule):
     """Wraps :class:`minrep.model.VAE` with the plan: sets beta, learning rate and momentum at
-    every batch, and gathers the held-out NLL and KL per latent at every epoch."""
+    every batch, and sums the training loss and the held-out NLL and KL per latent over all
+    processes at every epoch."""
 
-    def __init__(self, config: ModelConfig, plan: Plan, train_batches: int):
+    def __init__(self, config: ModelConfig, plan: Plan, datasets: list[Batches], seed: int = 0):
         super().__init__()
         self.model = VAE(config)
         self.plan = plan
-        self.train_batches = train_batches
+        self.datasets = datasets  # training and validation batches, sharded in setup()
+        self.seed = seed
         self.follow_plan = True  # False while the learning-rate finder sweeps the rate
         self.lr = plan.stages[0].lr
         self.beta = 0.0
-        self._val_sums: torch.Tensor | None = None
+        self._train_sums = torch.zeros(2)
+        self._val_sums = torch.zeros(3 + config.latent_dim)
+        self.val_metrics: dict = {}
+        self.train_loss = float("nan")
+
+    def setup(self, stage: str) -> None:
+        # Before Lightning counts the batches: each process takes its share of the data and
+        # draws its own reparameterisation noise.
+        for dataset in self.datasets:
+            dataset.shard(self.global_rank, self.trainer.world_size)
+        torch.manual_seed(self.seed * 1_000 + self.global_rank)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
-    def epoch_position(self, batch_idx: int) -> float:
-        return self.current_epoch + batch_idx / self.train_batches
-
     def training_step(self, batch: torch.Tensor, batch_idx: int):
-        position = self.plan.at(self.epoch_position(batch_idx))
+        epoch = self.current_epoch + batch_idx / self.trainer.num_training_batches
+        position = self.plan.at(epoch)
         self.beta = position["beta"] if self.follow_plan else self.plan.stages[0].beta(0.0)
         if self.follow_plan:
             for group in self.optimizers().optimizer.param_groups:
                 group["lr"] = position["lr"]
                 group["betas"] = (position["momentum"], group["betas"][1])
-        loss, terms = self.model.loss(batch, self.beta)
+        loss, _ = self.model.loss(batch, self.beta)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss ({loss.item()}) at epoch {self.current_epoch + 1}, batch "
                 f"{batch_idx + 1} (beta {self.beta:.3g}, learning rate {position['lr']:.3g}); "
                 f"training stopped and the last good checkpoint is kept"
             )
-        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        self._train_sums += torch.stack(
+            [loss.detach().cpu() * len(batch), torch.tensor(float(len(batch)))]
+        )
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("beta", self.beta, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def on_train_epoch_start(self):
-        self.trainer.train_dataloader.dataset.epoch = self.current_epoch
+        self.datasets[0].epoch = self.current_epoch
+        self._train_sums.zero_()
+
+    def on_train_epoch_end(self):
+        sums = self.trainer.strategy.reduce(self._train_sums.to(self.device), reduce_op="sum")
+        self.train_loss = (sums[0] / sums[1]).item()
 
     def on_validation_epoch_start(self):
         self._val_sums = torch.zeros(3 + self.model.config.latent_dim, device=self.device)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int):
-        out = self.model(batch)
+        out = self.model(batch, sample=False)  # the deterministic code: z = posterior mean
         kl = out["kl"].sum(dim=0)
         nll = out["nll"].sum()
         self._val_sums += torch.cat(
@@ -302,14 +344,14 @@ class MinrepModule(pl.LightningModule):
     def on_validation_epoch_end(self):
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
         count = sums[0]
+        kl = (sums[3:] / count).tolist()
         self.val_metrics = {
             "val_nll": (sums[1] / count).item(),
             "val_loss": (sums[2] / count).item(),
-            "kl_per_latent": (sums[3:] / count).tolist(),
+            "kl_per_latent": kl,
         }
-        survivors = sum(k > SURVIVAL_KL for k in self.val_metrics["kl_per_latent"])
         self.log("val_nll", self.val_metrics["val_nll"], prog_bar=True, sync_dist=False)
-        self.log("survivors", float(survivors), prog_bar=True, sync_dist=False)
+        self.log("survivors", float(len(surviving(kl))), prog_bar=True, sync_dist=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,55 +371,69 @@ def _write_history(run_dir: Path, rows: list[dict]) -> None:
 
 
 class RunDirectory(Callback):
-    """After every epoch: a history row, the resume checkpoint (atomically), and the exported
-    model at the end of each stage."""
+    """After every epoch: the resume checkpoint, the exported model at the end of each stage,
+    and a history row, in an order that survives a kill at any point (the checkpoint replaces
+    the last one only after everything it implies is on disk)."""
 
-    def __init__(self, run_dir: Path, settings: dict, exact_nll: float | None):
+    def __init__(self, run_dir: Path, settings: dict, exact_nll: dict[str, float] | None):
         self.run_dir = run_dir
         self.settings = settings
-        self.exact_nll = exact_nll
+        self.exact_nll = exact_nll or {}
         self.rows: list[dict] = []
         self.started = time.perf_counter()
         self.offset = 0.0  # seconds spent before a resume
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows}
+        return {"rows": self.rows, "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state["rows"])
         self.offset = self.rows[-1]["seconds"] if self.rows else 0.0
+        torch.set_rng_state(state["torch_rng"])
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: MinrepModule) -> None:
         epoch = trainer.current_epoch + 1
         position = module.plan.at(epoch - 1e-9)
-        metrics = module.val_metrics
-        kl = metrics["kl_per_latent"]
+        kl = module.val_metrics["kl_per_latent"]
         row = {
             "epoch": epoch,
             "stage": position["stage"] + 1,
             "beta": module.beta,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
-            "train_loss": float(trainer.callback_metrics.get("loss_epoch", float("nan"))),
-            "val_loss": metrics["val_loss"],
-            "val_nll": metrics["val_nll"],
-            "val_exact_nll": self.exact_nll if self.exact_nll is not None else float("nan"),
+            "train_loss": module.train_loss,
+            "val_loss": module.val_metrics["val_loss"],
+            "val_nll": module.val_metrics["val_nll"],
+            "val_exact_nll": self.exact_nll.get("all", float("nan")),
+            "val_exact_nll_rf": self.exact_nll.get("rf", float("nan")),
             "val_kl": sum(kl),
             **{f"kl_{i}": v for i, v in enumerate(kl)},
-            "surviving": " ".join(str(i) for i, v in enumerate(kl) if v > SURVIVAL_KL),
-            "n_surviving": sum(v > SURVIVAL_KL for v in kl),
+            "surviving": " ".join(map(str, surviving(kl))),
+            "n_surviving": len(surviving(kl)),
             "seconds": self.offset + time.perf_counter() - self.started,
         }
-        self.rows.append(row)
+        # Plain Python values only: the checkpoint is loaded back with weights_only=True.
+        self.rows.append(
+            {
+                k: v
+                if isinstance(v, str)
+                else float(v)
+                if isinstance(v, float)
+                else int(v)
+                if isinstance(v, int)
+                else float(v)
+                for k, v in row.items()
+            }
+        )
         ckpt = self.run_dir / "checkpoints" / "last.ckpt"
         tmp = ckpt.with_suffix(".ckpt.tmp")
         # Full state (optimizer too); every process calls it, only rank 0 writes.
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
-            _write_history(self.run_dir, self.rows)
-            os.replace(tmp, ckpt)
             if epoch in module.plan.stage_ends():
                 stage_dir = self.run_dir / "stages" / f"stage-{position['stage'] + 1}"
                 checkpoint.save_model(module.model, stage_dir, {**self.settings, "epoch": epoch})
+            _write_history(self.run_dir, self.rows)
+            os.replace(tmp, ckpt)
         trainer.strategy.barrier()
 
 
@@ -429,6 +485,7 @@ class TrainResult:
     run_dir: Path
     model: VAE
     history: list[dict] = field(default_factory=list)
+    primary: bool = True  # False in the other processes of a data-parallel run
 
 
 def check_data(data: io.Trajectories, config: ModelConfig, source="data") -> None:
@@ -445,13 +502,18 @@ def check_data(data: io.Trajectories, config: ModelConfig, source="data") -> Non
         raise TrainingError(f"{source}: {len(data)} trajectories are too few to train on")
 
 
-def validation_exact_nll(data: io.Trajectories, start: int) -> float | None:
-    """Mean exact NLL of a labelled simulated set (None when labels are missing)."""
+def validation_exact_nll(data: io.Trajectories, start: int) -> dict[str, float] | None:
+    """Mean exact NLL of a labelled simulated set, steps ``start ..``: conditioned on all
+    earlier steps (``all``, the floor of any model) and on the last ``start`` (``rf``, the
+    floor of a model with that receptive field). None when labels are missing."""
     process = data.process
     if process not in processes.PROCESSES or data.alpha is None or data.D is None:
         return None
-    nll = processes.exact_nll(data.displacements, process, data.alpha, data.D, start=start)
-    return float(nll.mean())
+    args = (data.displacements, process, data.alpha, data.D)
+    return {
+        "all": float(processes.exact_nll(*args, start=start).mean()),
+        "rf": float(processes.exact_nll(*args, start=start, memory=start).mean()),
+    }
 
 
 def train(
@@ -470,36 +532,67 @@ def train(
     max_epochs: int | None = None,
     resume: bool = False,
     find_lr: bool = False,
+    lr: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train a model on ``data`` (a :class:`minrep.io.Trajectories` or a dataset path) into the
-    run directory ``run_dir``; ``resume`` continues a run from its last checkpoint."""
+    run directory ``run_dir``; ``resume`` continues a run from its last checkpoint. ``lr`` sets
+    the first stage's peak learning rate and scales the other stages' by the same factor."""
     run_dir = Path(run_dir)
     source = str(data) if not isinstance(data, io.Trajectories) else "data"
     if not isinstance(data, io.Trajectories):
         data = io.load_npz(data)
+    if max_epochs is not None and max_epochs < 1:
+        raise TrainingError(f"max_epochs must be >= 1, got {max_epochs}")
     config_path = run_dir / checkpoint.CONFIG
+    saved = None
     if resume:
         if not (run_dir / "checkpoints" / "last.ckpt").is_file() or not config_path.is_file():
             raise TrainingError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
         saved = json.loads(config_path.read_text())
         model_config = ModelConfig.from_dict(saved["model"])
         plan = Plan.from_dict(saved["training"]["plan"])
+        preset = saved["training"]["preset"]
         batch_size, val_fraction, seed = (
             saved["training"][k] for k in ("batch_size", "val_fraction", "seed")
         )
     elif (run_dir / "checkpoints" / "last.ckpt").exists():
         raise TrainingError(f"{run_dir} holds a run already: pass resume (--resume) or a new path")
+    elif plan is None and preset not in PRESETS:
+        raise TrainingError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     plan = plan or PRESETS[preset]
-    model_config = model_config or ModelConfig(dim=data.dim)
+    if lr is not None and saved is None:
+        factor = lr / plan.stages[0].lr
+        plan = Plan([dataclasses.replace(s, lr=s.lr * factor) for s in plan.stages])
+    # minrep's default network works on displacements of order one (see minrep.model).
+    model_config = model_config or ModelConfig(dim=data.dim, scale_equivariant=True)
     check_data(data, model_config, source)
 
     train_idx, val_idx = split(len(data), val_fraction, seed)
-    if len(val_idx) == 0 or len(train_idx) < batch_size // 4:
+    if len(val_idx) == 0:
         raise TrainingError(f"{source}: {len(data)} trajectories leave no validation set")
+    if len(train_idx) < batch_size // 4:
+        raise TrainingError(
+            f"{source}: {len(train_idx)} training trajectories are too few for batches of "
+            f"{batch_size}"
+        )
+    data_settings = {
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "n_steps": data.n_steps,
+        "dim": data.dim,
+        "process": data.process,
+    }
+    if saved is not None:
+        changed = [k for k, v in data_settings.items() if saved["data"].get(k) != v]
+        if changed:
+            raise TrainingError(
+                f"{source}: not the data of {run_dir} ({', '.join(changed)} differ); resume "
+                f"with the same dataset"
+            )
     tensor = torch.from_numpy(data.displacements)
     train_set, val_set = tensor[train_idx], tensor[val_idx]
-    if not resume:
+    if saved is None:
         log_scale = rms_scale(train_set).log().mean().item()
         model_config = dataclasses.replace(model_config, log_scale_mean=log_scale)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -507,30 +600,24 @@ def train(
     settings = {
         "training": {
             "plan": plan.to_dict(),
-            "preset": None if plan is not PRESETS.get(preset) else preset,
+            "preset": preset if plan is PRESETS.get(preset) or saved is not None else None,
             "batch_size": batch_size,
             "val_fraction": val_fraction,
             "seed": seed,
             "max_epochs": max_epochs,
         },
-        "data": {
-            "source": source,
-            "n_train": len(train_idx),
-            "n_val": len(val_idx),
-            "n_steps": data.n_steps,
-            "dim": data.dim,
-            "process": data.process,
-            "val_exact_nll": exact,
-        },
+        "data": {"source": source, **data_settings, "val_exact_nll": exact},
     }
-    module = MinrepModule(model_config, plan, math.ceil(len(train_set) / batch_size))
-    if not resume:
-        checkpoint.save_model(module.model, run_dir, settings)  # config.json from the start
+    datasets = [
+        Batches(train_set, batch_size, shuffle=True, seed=seed),
+        Batches(val_set, 1024, shuffle=False, pad=False),
+    ]
+    module = MinrepModule(model_config, plan, datasets, seed)
+    if saved is None:  # the settings from the start; weights only once trained
+        checkpoint.save_config(module.model.config, run_dir, settings)
 
-    loader = torch.utils.data.DataLoader(
-        Batches(train_set, batch_size, shuffle=True, seed=seed), batch_size=None
-    )
-    val_loader = torch.utils.data.DataLoader(Batches(val_set, 1024, shuffle=False), batch_size=None)
+    loader = torch.utils.data.DataLoader(datasets[0], batch_size=None)
+    val_loader = torch.utils.data.DataLoader(datasets[1], batch_size=None)
     run_files = RunDirectory(run_dir, settings, exact)
     callbacks: list[Callback] = [run_files]
     if progress:
@@ -557,19 +644,19 @@ def train(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=run_dir,
-        use_distributed_sampler=True,
+        use_distributed_sampler=False,  # Batches shards the data itself
         deterministic=False,
     )
     if find_lr:
         return _find_lr(trainer, module, loader, run_dir)
-    ckpt = run_dir / "checkpoints" / "last.ckpt" if resume else None
+    ckpt = run_dir / "checkpoints" / "last.ckpt" if saved is not None else None
     trainer.fit(module, loader, val_loader, ckpt_path=ckpt, weights_only=True)
     if trainer.is_global_zero:
         checkpoint.save_model(
             module.model, run_dir, {**settings, "epochs_done": trainer.current_epoch}
         )
         plot_history(run_dir)
-    return TrainResult(run_dir, module.model.eval(), run_files.rows)
+    return TrainResult(run_dir, module.model.eval(), run_files.rows, trainer.is_global_zero)
 
 
 def _find_lr(trainer, module, loader, run_dir: Path) -> TrainResult:
@@ -592,5 +679,7 @@ def _find_lr(trainer, module, loader, run_dir: Path) -> TrainResult:
     with io.atomic_write(out, suffix=".png") as tmp:
         figure.savefig(tmp, dpi=110, format="png")
     suggestion = finder.suggestion()
+    if suggestion is None:
+        raise TrainingError("the learning-rate finder found no clear minimum; see its plot")
     (run_dir / "lr_find.json").write_text(json.dumps({"suggestion": suggestion}) + "\n")
     return TrainResult(run_dir, module.model, [{"lr_suggestion": suggestion}])
