@@ -46,22 +46,31 @@ def main() -> None:
     parser.add_argument("-o", "--output")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--epoch-trajectories", type=int, default=25_200,
-                        help="trajectories simulated for the epoch measurement (80 % trained)")
+    parser.add_argument(
+        "--epoch-trajectories",
+        type=int,
+        default=25_200,
+        help="trajectories simulated for the epoch measurement (80 % trained)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    data = processes.make_dataset("fbm", "paper", n_per_cell=args.epoch_trajectories // 210,
-                                  seed=0)
+    data = processes.make_dataset("fbm", "paper", n_per_cell=args.epoch_trajectories // 210, seed=0)
     batch = torch.from_numpy(data.displacements[:256])
     log_scale = float(torch.log(batch.pow(2).mean(dim=(1, 2)).sqrt()).mean())
     results = {
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-                    "python": platform.python_version()},
-        "batch": 256, "n_positions": 400,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "batch": 256,
+        "n_positions": 400,
         "step_minrep": step_throughput(ModelConfig(log_scale_mean=log_scale), batch, args.steps),
         "step_paper_parameterisation": step_throughput(
-            ModelConfig(scale_equivariant=False), batch, args.steps),
+            ModelConfig(scale_equivariant=False), batch, args.steps
+        ),
     }
     with tempfile.TemporaryDirectory() as run:
         plan = train.Plan([train.Stage(3, 0.0)])
@@ -71,7 +80,8 @@ def main() -> None:
         # Epoch 1 includes start-up; epochs 2 and 3 are steady state.
         per_epoch = (rows[-1]["seconds"] - rows[0]["seconds"]) / (len(rows) - 1)
     results["epoch_minrep_train"] = {
-        "train_trajectories": n_train, "seconds_per_epoch": per_epoch,
+        "train_trajectories": n_train,
+        "seconds_per_epoch": per_epoch,
         "trajectories_per_second": n_train / per_epoch,
     }
     text = json.dumps(results, indent=2)

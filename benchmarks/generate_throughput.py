@@ -1,0 +1,87 @@
+"""Generation throughput: displacements per second, incremental sampler against the naive one.
+
+Run by hand from the repository root: ``python benchmarks/generate_throughput.py [-o out.json]``.
+Batches of 100 and 600 trajectories, T' = 400 and 6000 generated displacements, 2 threads. The
+naive sampler (``tests/test_generate.py``, the paper's approach: the whole receptive-field
+window through the decoder at every step) runs in the same process on the same model. For
+scale (the issue): the paper's sampler reaches about 60,000 displacements/s at batch 100 and
+65,000-130,000 at batch 600 on this machine kind; the target is 1,000,000 at batch 600.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minrep import generate
+from minrep.model import VAE, ModelConfig
+
+
+def reference_sampler():
+    path = Path(__file__).resolve().parents[1] / "tests" / "test_generate.py"
+    spec = importlib.util.spec_from_file_location("reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.naive_generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", help="a trained model (default: random weights)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.model:
+        from minrep.checkpoint import load_model
+
+        model = load_model(args.model)
+    else:
+        model = VAE(ModelConfig(scale_equivariant=True, log_scale_mean=math.log(0.05))).eval()
+    naive = reference_sampler()
+    rows = []
+    for batch in (100, 600):
+        for n_steps in (400, 6000):
+            z = np.random.default_rng(0).standard_normal((batch, 6)).astype(np.float32)
+            context = np.zeros((batch, 1, model.receptive_field), np.float32)
+            noise = generate.draw_noise(model, batch, n_steps, torch.Generator().manual_seed(1))
+            start = time.perf_counter()
+            fast = generate.generate(model, z, n_steps, context=context, noise=noise)
+            fast_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            slow = naive(model, torch.from_numpy(z), n_steps, torch.from_numpy(context), noise)
+            slow_seconds = time.perf_counter() - start
+            scale = float(np.abs(slow).max())
+            rows.append(
+                {
+                    "batch": batch,
+                    "n_steps": n_steps,
+                    "incremental_displacements_per_second": batch * n_steps / fast_seconds,
+                    "naive_displacements_per_second": batch * n_steps / slow_seconds,
+                    "speedup": slow_seconds / fast_seconds,
+                    "max_abs_difference_over_scale": float(np.abs(fast - slow).max()) / scale,
+                }
+            )
+            print(json.dumps(rows[-1]))
+    results = {
+        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__},
+        "model": args.model or "random weights (scale-equivariant)",
+        "runs": rows,
+    }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
