@@ -116,6 +116,8 @@ def generate(
     w_hidden, b_hidden = flat(decoder.head_hidden), decoder.head_hidden.bias
     w_out, b_out = flat(decoder.head_out), decoder.head_out.bias
 
+    # Time first, so that each step reads one contiguous block.
+    step_noise = {k: v.permute(2, 0, 1).contiguous() for k, v in noise.items()}
     series = torch.zeros(total, batch, c.dim)
     series[:rf] = context.permute(2, 0, 1)
     for step in tqdm(range(total - 1), desc="generate", disable=not progress, unit="step"):
@@ -138,9 +140,9 @@ def generate(
         hidden = torch.addmm(b_hidden, F.relu(skips), w_hidden)
         out = torch.addmm(b_out, F.relu(hidden), w_out)
         t = step + 1 - rf
-        uniform = noise["uniform"][..., t : t + 1] if "uniform" in noise else None
+        uniform = step_noise["uniform"][t][..., None] if "uniform" in step_noise else None
         law = model.law(out[..., None], log_scale)
-        series[step + 1] = law.sample(noise["normal"][..., t : t + 1], uniform)[..., 0]
+        series[step + 1] = law.sample(step_noise["normal"][t][..., None], uniform)[..., 0]
     return series[rf:].permute(1, 2, 0).numpy().copy()
 
 
