@@ -11,13 +11,13 @@ grid-averaged exact NLL of the `paper` FBM and SBM sets (start = 32).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from unittest import mock
 
 import numpy as np
+from _report import emit
 
 from minrep import processes, stats
 
@@ -98,11 +98,7 @@ def main() -> None:
                 "expected_mean_nll": float(expected.mean()),
             }
         results[f"exact_nll_{process}_paper"] = entry
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
+    emit(results, args.output)
 
 
 if __name__ == "__main__":

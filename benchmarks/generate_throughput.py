@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import emit
 
 from minrep import generate
 from minrep.model import VAE, ModelConfig
@@ -77,10 +78,7 @@ def main() -> None:
         "model": args.model or "random weights (scale-equivariant)",
         "runs": rows,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    emit(results, args.output)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ per step and 1,400-1,650 per epoch on this machine kind; the target is 2,500 and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
 
 import torch
+from _report import emit
 
 from minrep import processes, train
 from minrep.model import VAE, ModelConfig
@@ -84,11 +84,7 @@ def main() -> None:
         "seconds_per_epoch": per_epoch,
         "trajectories_per_second": n_train / per_epoch,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
+    emit(results, args.output)
 
 
 if __name__ == "__main__":
