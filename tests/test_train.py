@@ -35,6 +35,11 @@ def tiny():
     )
 
 
+def train_command(path, run, *options):
+    """``python -m minrep train PATH -o RUN OPTIONS...`` as a subprocess argument list."""
+    return [sys.executable, "-m", "minrep", "train", str(path), "-o", str(run), *options]
+
+
 def read_history(run_dir):
     with open(run_dir / "history.csv") as handle:
         return list(csv.DictReader(handle))
@@ -183,21 +188,9 @@ def test_a_killed_run_resumes_losing_at_most_one_epoch(tmp_path):
     path = io.save_npz(data, tmp_path / "data.npz")
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "minrep",
-        "train",
-        str(path),
-        "-o",
-        str(run),
-        "--batch-size",
-        "32",
-        "--preset",
-        "quick",
-        "--max-epochs",
-        "30",
-    ]
+    command = train_command(
+        path, run, "--batch-size", "32", "--preset", "quick", "--max-epochs", "30"
+    )
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -269,14 +262,9 @@ def test_data_parallel_training_on_two_cpu_processes(tiny, tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "minrep",
-            "train",
-            str(path),
-            "-o",
-            str(run),
+        train_command(
+            path,
+            run,
             "--accelerator",
             "cpu",
             "--devices",
@@ -285,7 +273,7 @@ def test_data_parallel_training_on_two_cpu_processes(tiny, tmp_path):
             "2",
             "--batch-size",
             "16",
-        ],
+        ),
         env=env,
         capture_output=True,
         text=True,
