@@ -2,6 +2,7 @@
 the non-finite-loss stop, data-parallel training, and encoding of variable-length tracks."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -144,6 +145,33 @@ def test_training_writes_the_run_directory(tiny, tmp_path):
         ),
         rel=1e-5,
     )
+
+
+def test_training_can_start_from_a_trained_model(tiny, tmp_path):
+    first = train.train(tiny, tmp_path / "a", plan=TWO_STAGES, batch_size=32, progress=False)
+    # A learning rate of 1e-12 leaves the weights where they started: the loaded model's.
+    still = train.Plan([train.Stage(1, 4e-3, 1e-12, "constant")])
+    second = train.train(
+        tiny, tmp_path / "b", plan=still, init=tmp_path / "a", batch_size=32, progress=False
+    )
+    assert second.model.config == first.model.config
+    pairs = zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True)
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    assert load_model(tmp_path / "b").config == first.model.config
+    # The same from the command line, with the plan as JSON; a broken plan file is refused.
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(still.to_dict()))
+    path = tmp_path / "tiny.npz"
+    io.save_npz(tiny, path)
+    runner = CliRunner()
+    args = ["train", str(path), "--batch-size", "32", "--plan", str(plan_file)]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "c"), "--init", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert read_history(tmp_path / "c")[0]["beta"] == "0.004"
+    plan_file.write_text("{}")
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "not a training plan" in result.output
 
 
 def _val_arrays(data):

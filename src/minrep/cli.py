@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -173,20 +174,39 @@ def train(
     paper_network: Annotated[
         bool, typer.Option(help="the paper's exact parameterisation (no scale equivariance)")
     ] = False,
+    plan: Annotated[
+        Path | None,
+        typer.Option(help="a plan as JSON ({'stages': [...]}, as in a run's config.json)"),
+    ] = None,
+    init: Annotated[
+        str | None, typer.Option(help="start from this model's weights (path or shipped name)")
+    ] = None,
 ):
     """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
     from minrep.model import ModelConfig
+    from minrep.train import Plan, TrainingError
     from minrep.train import train as train_model
 
     with _user_errors():
         trajectories = io.load_npz(data)
-        config = ModelConfig(
-            dim=trajectories.dim, latent_dim=latent_dim, scale_equivariant=not paper_network
-        )
+        config = None
+        if init is None:
+            config = ModelConfig(
+                dim=trajectories.dim, latent_dim=latent_dim, scale_equivariant=not paper_network
+            )
+        custom = None
+        if plan is not None:
+            try:
+                values = json.loads(plan.read_text())
+                custom = Plan.from_dict(values.get("training", {}).get("plan", values))
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise TrainingError(f"{plan}: not a training plan ({error})") from error
         result = train_model(
             trajectories,
             output,
             preset=preset,
+            plan=custom,
+            init=init,
             model_config=config,
             batch_size=batch_size,
             seed=seed,

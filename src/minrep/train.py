@@ -533,11 +533,14 @@ def train(
     resume: bool = False,
     find_lr: bool = False,
     lr: float | None = None,
+    init=None,
     progress: bool = True,
 ) -> TrainResult:
     """Train a model on ``data`` (a :class:`minrep.io.Trajectories` or a dataset path) into the
     run directory ``run_dir``; ``resume`` continues a run from its last checkpoint. ``lr`` sets
-    the first stage's peak learning rate and scales the other stages' by the same factor."""
+    the first stage's peak learning rate and scales the other stages' by the same factor.
+    ``init`` (a model directory or shipped name) starts from that model's weights and
+    configuration instead of a fresh network, e.g. to anneal a trained model further."""
     run_dir = Path(run_dir)
     source = str(data) if not isinstance(data, io.Trajectories) else "data"
     if not isinstance(data, io.Trajectories):
@@ -561,6 +564,12 @@ def train(
     elif plan is None and preset not in PRESETS:
         raise TrainingError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     plan = plan or PRESETS[preset]
+    start = None
+    if init is not None and saved is None:
+        if model_config is not None:
+            raise TrainingError("give either a model configuration or a model to start from")
+        start = checkpoint.load_model(init)
+        model_config = start.config
     if lr is not None and saved is None:
         factor = lr / plan.stages[0].lr
         plan = Plan([dataclasses.replace(s, lr=s.lr * factor) for s in plan.stages])
@@ -592,7 +601,7 @@ def train(
             )
     tensor = torch.from_numpy(data.displacements)
     train_set, val_set = tensor[train_idx], tensor[val_idx]
-    if saved is None:
+    if saved is None and start is None:
         log_scale = rms_scale(train_set).log().mean().item()
         model_config = dataclasses.replace(model_config, log_scale_mean=log_scale)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -605,6 +614,7 @@ def train(
             "val_fraction": val_fraction,
             "seed": seed,
             "max_epochs": max_epochs,
+            "init": None if start is None else str(checkpoint.resolve(init)),
         },
         "data": {"source": source, **data_settings, "val_exact_nll": exact},
     }
@@ -613,6 +623,8 @@ def train(
         Batches(val_set, 1024, shuffle=False, pad=False),
     ]
     module = MinrepModule(model_config, plan, datasets, seed)
+    if start is not None:
+        module.model.load_state_dict(start.state_dict())
     if saved is None:  # the settings from the start; weights only once trained
         checkpoint.save_config(module.model.config, run_dir, settings)
 
