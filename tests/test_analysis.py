@@ -1,14 +1,25 @@
 """Tests of minrep.analysis on latents with known answers."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from known_models import known_law_model
 from minrep import analysis, io, processes
 from minrep.checkpoint import save_model
 from minrep.cli import app
 from minrep.model import VAE, ModelConfig
+from minrep.plots import write_report
+
+STD = 0.02  # the hand-set decoder draws white noise of this std: BM with D = STD^2 / 2
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    torch.set_num_threads(1)
 
 
 def test_latent_statistics_kl_formula_and_survivors():
@@ -89,3 +100,86 @@ def test_mig_and_dci_of_noise():
     # = 0.009 nat, against 3.0 nat of entropy.
     assert scores["mig"] < 0.01
     assert analysis.dci(noise, factors)["informativeness"] < 0.03
+
+
+def _zeros(data):
+    return np.zeros((len(data), 6), np.float32), np.ones(len(data), dtype=bool)
+
+
+def test_generated_statistics_of_a_known_law():
+    """The hand-set decoder generates BM of D = STD^2 / 2 whatever the latent, so alpha_g = 1
+    and D_g = D exactly in law; tolerances from the sampling spread (4 seeds measured)."""
+    model, D = known_law_model(STD), STD**2 / 2
+    fbm = processes.make_dataset("fbm", alpha=(1.0,), D=(D,), n_per_cell=20, seed=0)
+    metrics, arrays = analysis.fbm_generation(model, fbm, *_zeros(fbm), n_steps=2000)
+    # Measured over seeds 0-3: 0.001-0.015 at lags 1-20 and 0.09-0.12 at lags 380-400 (few
+    # windows of 2,000 steps are averaged there).
+    assert metrics["alpha_g_error_lags_1_20"] < 0.04
+    assert metrics["alpha_g_error_lags_380_400"] < 0.25
+    assert arrays["alpha_g"].shape == (1, 398)
+    sbm = processes.make_dataset("sbm", alpha=(1.0,), D=(D,), n_per_cell=40, seed=0)
+    metrics, arrays = analysis.sbm_generation(model, sbm, *_zeros(sbm))
+    assert metrics["alpha_g_error"] < 0.05  # measured 0.002-0.018
+    # D(t) from 40 x 399 values: relative standard error 0.011.
+    assert arrays["diffusion"][1.0]["generated"].mean() / D == pytest.approx(1, abs=0.04)
+    bm = processes.make_dataset("bm", D=(D,), n_per_cell=200, seed=0)
+    metrics, _ = analysis.bm_generation(model, bm, *_zeros(bm))
+    # log10 of mean(dx^2) / 2 over 399 steps has std sqrt(2 / 399) / ln 10 = 0.031 about the
+    # truth, so E|error| = 0.798 * 0.031 = 0.0245, with a standard error of 0.0013 over 200.
+    assert metrics["log10_D_g_error"] == pytest.approx(0.0245, abs=0.004)
+    # And the measure sees a wrong D: inputs with 4 D give an error of log10 4 = 0.6.
+    wrong = processes.make_dataset("bm", D=(4 * D,), n_per_cell=200, seed=0)
+    metrics, _ = analysis.bm_generation(model, wrong, *_zeros(wrong))
+    assert metrics["log10_D_g_error"] == pytest.approx(np.log10(4), abs=0.05)
+
+
+REQUIRED_METRICS = (
+    "surviving_latents",
+    "kl_per_latent",
+    "r2_alpha",
+    "r2_log10_D",
+    "mig",
+    "dci",
+    "nll_mean",
+    "exact_nll_mean",
+    "nll_gap",
+    "generation",
+    "tamsd_mae_alpha",
+    "readout_mae_alpha",
+)
+
+
+def test_the_report_holds_its_figures_and_metrics(tmp_path):
+    torch.manual_seed(0)
+    data = processes.make_dataset(
+        "sbm", alpha=(0.5, 1.0, 1.5), D=(1e-4, 1e-3, 1e-2), n_per_cell=12, seed=4
+    )
+    model = VAE(ModelConfig(scale_equivariant=True, log_scale_mean=float(np.log(0.03)))).eval()
+    result = analysis.analyze(model, data, progress=False)
+    page = write_report(result, tmp_path)
+    text = page.read_text()
+    figures = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert figures == [
+        "fig2_latents.png",
+        "fig3_sbm.png",
+        "fig4_nll.png",
+        "fig5_latent_surfaces.png",
+    ]
+    for name in figures:
+        assert f'src="{name}"' in text
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in REQUIRED_METRICS:
+        assert key in metrics, key
+    assert f"{metrics['nll_gap']:.4g}" in text
+    exact = processes.exact_nll(data.displacements, "sbm", data.alpha, data.D, start=32)
+    assert metrics["exact_nll_mean"] == pytest.approx(exact.mean())
+
+
+def test_analysis_refuses_bad_test_sets():
+    model = VAE(ModelConfig(scale_equivariant=True)).eval()
+    two_d = processes.make_dataset("bm", D=(1e-3,), n_per_cell=4, dim=2)
+    with pytest.raises(io.TrajectoryFileError, match="dim 2, the model was trained on dim 1"):
+        analysis.analyze(model, two_d, progress=False)
+    unlabelled = io.Trajectories(two_d.displacements[:, :1])
+    with pytest.raises(io.TrajectoryFileError, match="labelled"):
+        analysis.analyze(model, unlabelled, progress=False)

@@ -4,12 +4,15 @@ and how close its likelihood comes to the exact one."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from minrep import io, processes
+from minrep import io, processes, stats
 from minrep.encode import encode
+from minrep.generate import generate_many
 from minrep.model import VAE, kl_to_prior, surviving
 
 
@@ -35,21 +38,31 @@ def _polynomial_features(x: np.ndarray, degree: int) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
-def readout_r2(features: np.ndarray, target: np.ndarray, degree: int = 3, seed: int = 0) -> float:
-    """R^2 on a held-out half of a polynomial least-squares readout of ``target`` (n,) from
-    ``features`` (n, k), fitted on the other half: how much of a parameter the features carry.
-    With no feature it is 0 by construction."""
+def readout(
+    features: np.ndarray, target: np.ndarray, degree: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A polynomial least-squares readout of ``target`` (n,) from ``features`` (n, k), fitted
+    on a seeded half of the rows: returns the other half's row indices and their predictions
+    (the mean of the fitted half when there is no feature)."""
     n = len(target)
     order = np.random.default_rng(seed).permutation(n)
     fit, score = order[: n // 2], order[n // 2 :]
     if features.shape[1] == 0:
-        return 0.0
+        return score, np.full(len(score), target[fit].mean())
     scale = features[fit].std(axis=0) + 1e-12
     x = (features - features[fit].mean(axis=0)) / scale
     design = _polynomial_features(x, degree)
     coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
-    residual = target[score] - design[score] @ coef
-    return float(1 - np.mean(residual**2) / np.var(target[score]))
+    return score, design[score] @ coef
+
+
+def readout_r2(features: np.ndarray, target: np.ndarray, degree: int = 3, seed: int = 0) -> float:
+    """R^2 on the held-out half of :func:`readout`: how much of a parameter the features
+    carry. With no feature it is about 0 by construction."""
+    if features.shape[1] == 0:
+        return 0.0
+    score, predicted = readout(features, target, degree, seed)
+    return float(1 - np.mean((target[score] - predicted) ** 2) / np.var(target[score]))
 
 
 @torch.no_grad()
@@ -164,3 +177,310 @@ def dci(latents: np.ndarray, factors: np.ndarray, seed: int = 0) -> dict:
         "informativeness": float(np.mean(r2)),
         "importance": importance.tolist(),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole analysis of a model on a labelled test set (minrep analyze)
+
+TRAINING_RANGE = {
+    "alpha": (min(processes.PRESETS["paper"].alpha), max(processes.PRESETS["paper"].alpha)),
+    "D": (min(processes.PRESETS["paper"].D), max(processes.PRESETS["paper"].D)),
+}
+"""The parameter range of the paper's training grid. Headline metrics are computed inside it;
+the `paper-test` grid reaches beyond it to show extrapolation (Fig. 2a)."""
+
+CLASSICAL_LAGS = (1, 9)  # the TA-MSD fit the paper compares with
+
+
+@dataclass
+class Analysis:
+    """``metrics`` (JSON-ready numbers) and ``arrays`` (what the figures draw)."""
+
+    metrics: dict
+    arrays: dict
+
+
+def _in_range(data: io.Trajectories, training_range: dict) -> np.ndarray:
+    mask = np.ones(len(data), dtype=bool)
+    for key in ("alpha", "D"):
+        values = getattr(data, key)
+        if values is not None:
+            low, high = training_range[key]
+            mask &= (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+    return mask
+
+
+def _cell_means(values: np.ndarray, alpha: np.ndarray, D: np.ndarray):  # noqa: N803
+    """Means of ``values`` (n, ...) over each (alpha, D) cell: (n_alpha, n_D, ...)."""
+    alphas, a_index = np.unique(alpha, return_inverse=True)
+    ds, d_index = np.unique(D, return_inverse=True)
+    sums = np.zeros((len(alphas), len(ds), *values.shape[1:]))
+    counts = np.zeros((len(alphas), len(ds)))
+    np.add.at(sums, (a_index, d_index), values)
+    np.add.at(counts, (a_index, d_index), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts.reshape(counts.shape + (1,) * (values.ndim - 1))
+    return alphas, ds, means
+
+
+def _pick(groups: np.ndarray, per_group: int, rng) -> np.ndarray:
+    """Up to ``per_group`` row indices of each distinct value of ``groups`` (n,), sorted."""
+    chosen = []
+    for value in np.unique(groups):
+        rows = np.flatnonzero(groups == value)
+        chosen.append(rng.choice(rows, size=min(per_group, rows.size), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def _nearest(values: np.ndarray, targets) -> list[float]:
+    return sorted({float(values[np.argmin(np.abs(values - t))]) for t in targets})
+
+
+def fbm_generation(
+    model, data, mu, mask, *, n_steps=6000, per_alpha=20, max_lag=400, seed=0, progress=False
+) -> tuple[dict, dict]:
+    """Trajectories of ``n_steps`` generated from the encoded latents of ``per_alpha`` test
+    trajectories per alpha (Fig. 3a, 3b). The exponent alpha_g is read from the mean TA-MSD
+    (each divided by 2 D of its input) over sliding windows of three lags up to ``max_lag``,
+    and compared with the input alpha at lags 1-20 (inside the receptive field) and
+    ``max_lag - 20`` .. ``max_lag`` (far beyond it)."""
+    rows = _pick(data.alpha, per_alpha, np.random.default_rng(seed))
+    generated = generate_many(
+        model, mu[rows], n_steps, seed=seed, batch_size=600, progress=progress
+    )
+    lags = np.arange(1, max_lag + 1)
+    msd = stats.ta_msd(generated, max_lag) / (2 * data.D[rows, None])
+    alphas, index = np.unique(data.alpha[rows], return_inverse=True)
+    group_msd = np.stack([msd[index == i].mean(0) for i in range(len(alphas))])
+    centres, alpha_g = stats.sliding_alpha(lags, group_msd, width=3)
+    starts = lags[:-2]
+    short = (starts >= 1) & (starts + 2 <= 20)
+    long = (starts >= max_lag - 20) & (starts + 2 <= max_lag)
+    alpha_short, alpha_long = alpha_g[:, short].mean(1), alpha_g[:, long].mean(1)
+    inside = _in_range_values(alphas, "alpha")
+    shown = _nearest(alphas, (0.4, 1.0, 1.6))
+    max_corr = min(100, data.n_steps - 1)
+    correlation = {
+        a: {
+            "generated": stats.displacement_autocorrelation(
+                generated[data.alpha[rows] == a], max_corr
+            ),
+            "input": stats.displacement_autocorrelation(
+                data.displacements[data.alpha == a], max_corr
+            ),
+            "exact": processes.fgn_autocovariance(a, np.arange(max_corr + 1))
+            / processes.fgn_autocovariance(a, [0])[0],
+        }
+        for a in shown
+    }
+    metrics = {
+        "n_generated": int(len(rows)),
+        "n_steps": int(n_steps),
+        "alpha_g_error_lags_1_20": float(np.mean(np.abs(alpha_short - alphas)[inside])),
+        f"alpha_g_error_lags_{max_lag - 20}_{max_lag}": float(
+            np.mean(np.abs(alpha_long - alphas)[inside])
+        ),
+    }
+    arrays = {
+        "alphas": alphas,
+        "window_centres": centres,
+        "alpha_g": alpha_g,
+        "alpha_g_short": alpha_short,
+        "alpha_g_long": alpha_long,
+        "max_lag": max_lag,
+        "correlation": correlation,
+        "receptive_field": model.receptive_field,
+    }
+    return metrics, arrays
+
+
+def _in_range_values(values: np.ndarray, key: str, training_range: dict = TRAINING_RANGE):
+    low, high = training_range[key]
+    return (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+
+
+def sbm_generation(model, data, mu, mask, *, per_cell=40, n_D=4, seed=0, progress=False):
+    """For every alpha and ``n_D`` values of D inside the training range, ``per_cell``
+    trajectories of the training length generated from encoded latents (Fig. 3c, 3d). alpha_g
+    is read from the ageing of the lag-2 TEA-MSD over the last 55 % (:func:`stats.aging_alpha`),
+    the same estimator applied to the inputs for reference; D(t) against the exact
+    D ((t+1)^alpha - t^alpha)."""
+    ds = np.unique(data.D[mask])
+    chosen_D = ds[np.linspace(0, len(ds) - 1, min(n_D, len(ds))).round().astype(int)]
+    keep = np.isin(data.D, chosen_D)
+    cell = np.unique(np.stack([data.alpha, data.D], 1), axis=0, return_inverse=True)[1].ravel()
+    rng = np.random.default_rng(seed)
+    rows = np.flatnonzero(keep)[_pick(cell[keep], per_cell, rng)]
+    generated = generate_many(
+        model, mu[rows], data.n_steps, seed=seed, batch_size=600, progress=progress
+    )
+    alphas = np.unique(data.alpha)
+    alpha_g = np.full((len(alphas), len(chosen_D)), np.nan)
+    alpha_input = np.full_like(alpha_g, np.nan)
+    for i, a in enumerate(alphas):
+        for j, d in enumerate(chosen_D):
+            sel = (data.alpha[rows] == a) & (data.D[rows] == d)
+            if sel.sum() >= 2:
+                alpha_g[i, j] = stats.aging_alpha(generated[sel])
+                alpha_input[i, j] = stats.aging_alpha(data.displacements[rows[sel]])
+    inside = _in_range_values(alphas, "alpha")
+    d_mid = chosen_D[len(chosen_D) // 2]
+    shown = _nearest(alphas, (0.4, 1.0, 1.6))
+    t = np.arange(data.n_steps)
+    diffusion = {
+        a: {
+            "generated": stats.diffusion_coefficient_t(
+                generated[(data.alpha[rows] == a) & (data.D[rows] == d_mid)]
+            ),
+            "exact": d_mid * ((t + 1.0) ** a - t**a),
+        }
+        for a in shown
+    }
+    metrics = {
+        "n_generated": int(len(rows)),
+        "alpha_g_error": float(np.nanmean(np.abs(alpha_g - alphas[:, None])[inside])),
+        "alpha_input_estimator_error": float(
+            np.nanmean(np.abs(alpha_input - alphas[:, None])[inside])
+        ),
+    }
+    arrays = {
+        "alphas": alphas,
+        "D": chosen_D,
+        "alpha_g": alpha_g,
+        "alpha_input": alpha_input,
+        "diffusion": diffusion,
+        "D_shown": d_mid,
+    }
+    return metrics, arrays
+
+
+def bm_generation(model, data, mu, mask, *, per_D=200, seed=0, progress=False):
+    """Trajectories of the training length generated from the latents of ``per_D`` encoded
+    test trajectories per D; D of each from its mean squared displacement / 2 (the maximum
+    likelihood estimate for BM), against the input's label and the same estimate of the input."""
+    rows = _pick(data.D, per_D, np.random.default_rng(seed))
+    generated = generate_many(
+        model, mu[rows], data.n_steps, seed=seed, batch_size=600, progress=progress
+    )
+    d_generated = (generated.astype(np.float64) ** 2).mean(axis=(1, 2)) / 2
+    d_input = (data.displacements[rows].astype(np.float64) ** 2).mean(axis=(1, 2)) / 2
+    inside = mask[rows]
+    error = np.abs(np.log10(d_generated) - np.log10(data.D[rows]))
+    metrics = {
+        "n_generated": int(len(rows)),
+        "log10_D_g_error": float(error[inside].mean()),
+        "log10_D_g_vs_input_estimate": float(
+            np.abs(np.log10(d_generated) - np.log10(d_input))[inside].mean()
+        ),
+    }
+    return metrics, {"D_label": data.D[rows], "D_generated": d_generated, "D_input": d_input}
+
+
+GENERATION = {"fbm": fbm_generation, "sbm": sbm_generation, "bm": bm_generation}
+
+
+def analyze(
+    model: VAE,
+    data: io.Trajectories,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    training_range: dict = TRAINING_RANGE,
+    generation: dict | None = None,
+) -> Analysis:
+    """Everything of ``minrep analyze`` for a model and a labelled test set of one length:
+    latent statistics, readouts against the classical TA-MSD fit, MIG and DCI, the NLL against
+    the exact one per (alpha, D) cell, and the statistics of trajectories generated from the
+    encoded test trajectories. Headline numbers are computed inside ``training_range``."""
+    if data.is_ragged:
+        raise io.TrajectoryFileError("the analysis needs trajectories of one length")
+    if data.dim != model.config.dim:
+        raise io.TrajectoryFileError(
+            f"the test set has dim {data.dim}, the model was trained on dim {model.config.dim}"
+        )
+    if data.alpha is None or data.D is None:
+        raise io.TrajectoryFileError("the analysis needs a labelled test set (alpha and D)")
+    steps = tqdm(total=5, desc="analyze", unit="step", disable=not progress)
+
+    steps.set_postfix_str("encode")
+    latents = encode(model, data)
+    mu = latents["mu"]
+    latent = latent_statistics(mu, latents["logvar"])
+    kept = latent["surviving"]
+    mask = _in_range(data, training_range)
+    metrics = {
+        "process": data.process,
+        "n": int(len(data)),
+        "n_in_training_range": int(mask.sum()),
+        "training_range": {k: list(v) for k, v in training_range.items()},
+        "surviving_latents": kept,
+        "kl_per_latent": latent["kl_per_latent"].tolist(),
+        "var_mu": latent["var_mu"].tolist(),
+        "mean_logvar": latent["mean_logvar"].tolist(),
+    }
+    steps.update()
+
+    steps.set_postfix_str("readout")
+    alpha_hat, d_hat = stats.estimate_alpha_D(data.displacements, CLASSICAL_LAGS)
+    factors = {"alpha": (data.alpha, alpha_hat), "log10_D": (np.log10(data.D), np.log10(d_hat))}
+    if np.ptp(data.alpha[mask]) == 0:
+        del factors["alpha"]
+    features = mu[mask][:, kept]
+    readouts = {}
+    for name, (truth, classical) in factors.items():
+        score, predicted = readout(features, truth[mask], seed=seed)
+        truth_scored, classical_scored = truth[mask][score], classical[mask][score]
+        metrics[f"r2_{name}"] = float(
+            1 - np.mean((truth_scored - predicted) ** 2) / np.var(truth_scored)
+        )
+        metrics[f"readout_mae_{name}"] = float(np.mean(np.abs(predicted - truth_scored)))
+        metrics[f"tamsd_mae_{name}"] = float(np.nanmean(np.abs(classical_scored - truth_scored)))
+        metrics[f"tamsd_r2_{name}"] = float(
+            1 - np.nanmean((classical_scored - truth_scored) ** 2) / np.var(truth_scored)
+        )
+        readouts[name] = {
+            "truth": truth_scored,
+            "readout": predicted,
+            "classical": classical_scored,
+        }
+    factor_values = np.stack([truth[mask] for truth, _ in factors.values()], 1)
+    metrics["mig"] = mig(mu[mask], factor_values)["mig"] if mu.shape[1] > 1 else float("nan")
+    scores = dci(mu[mask], factor_values, seed=seed)
+    metrics["dci"] = {k: scores[k] for k in ("disentanglement", "completeness", "informativeness")}
+    steps.update()
+
+    steps.set_postfix_str("likelihood")
+    nll = model_nll(model, data)
+    arrays = {
+        "alpha": data.alpha,
+        "D": data.D,
+        "mu": mu,
+        "surviving": kept,
+        "mask": mask,
+        "readouts": readouts,
+        "training_range": training_range,
+    }
+    metrics["nll_mean"] = float(nll[mask].mean())
+    if data.process in processes.PROCESSES:
+        exact = processes.exact_nll(
+            data.displacements, data.process, data.alpha, data.D, start=model.receptive_field
+        )
+        metrics["exact_nll_mean"] = float(exact[mask].mean())
+        metrics["nll_gap"] = metrics["nll_mean"] - metrics["exact_nll_mean"]
+        arrays["exact_nll_cells"] = _cell_means(exact, data.alpha, data.D)[2]
+    cell_alpha, cell_D, arrays["nll_cells"] = _cell_means(nll, data.alpha, data.D)
+    arrays["mu_cells"] = _cell_means(mu, data.alpha, data.D)[2]
+    arrays["cell_alpha"], arrays["cell_D"] = cell_alpha, cell_D
+    steps.update()
+
+    steps.set_postfix_str("generate")
+    if data.process in GENERATION:
+        generated_metrics, arrays["generation"] = GENERATION[data.process](
+            model, data, mu, mask, seed=seed, progress=False, **(generation or {})
+        )
+        metrics["generation"] = generated_metrics
+    steps.update()
+    steps.set_postfix_str("done")
+    steps.update()
+    steps.close()
+    return Analysis(metrics, arrays)

@@ -337,29 +337,63 @@ def generate(
 @app.command()
 def analyze(
     model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
-    data: Annotated[Path, typer.Option(help="labelled test set .npz (alpha, D, process)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="report directory")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="labelled test set .npz; default: simulate the paper-test grid"),
+    ] = None,
+    n_per_cell: Annotated[
+        int, typer.Option(help="trajectories per (alpha, D) cell of the simulated test set")
+    ] = 41,
+    seed: Annotated[int, typer.Option(help="seed of the test set and the generation")] = 0,
 ):
-    """What the model learned: surviving latents, readout R^2 and the NLL gap (metrics.json)."""
-    import json
-
-    from minrep.analysis import evaluate
+    """The paper's figures and every number behind them: index.html, PNGs and metrics.json."""
+    from minrep.analysis import analyze as run_analysis
+    from minrep.plots import write_report
 
     with _user_errors():
         vae = checkpoint.load_model(model)
-        test = io.load_npz(data, min_steps=vae.config.min_steps)
-        if test.is_ragged:
-            raise io.TrajectoryFileError(f"{data}: analysis needs trajectories of one length")
-        metrics = evaluate(vae, test)
-    output.mkdir(parents=True, exist_ok=True)
-    with io.atomic_write(output / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    for key, value in metrics.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else value
-        if key == "kl_per_latent":
-            shown = "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
-        typer.echo(f"{key:>18}: {shown}")
-    typer.echo(f"-> {output / 'metrics.json'}")
+        test = _test_set(model, vae, data, n_per_cell, seed)
+        result = run_analysis(vae, test, seed=seed)
+        page = write_report(result, output, title=f"minrep analysis of {model}")
+    _print_metrics(result.metrics)
+    typer.echo(f"report: {page}")
+
+
+def _test_set(model: str, vae, data: Path | None, n_per_cell: int, seed: int):
+    """The labelled test set given, or the paper-test grid of the model's training process."""
+    if data is not None:
+        return io.load_npz(data, min_steps=vae.config.min_steps)
+    process = checkpoint.read_config(model).get("data", {}).get("process")
+    if process not in processes.PROCESSES:
+        raise io.TrajectoryFileError(
+            f"{model}: the model's training process is not recorded; give a test set (--data)"
+        )
+    return processes.make_dataset(
+        process, "paper-test", n_per_cell=n_per_cell, seed=seed, progress=True
+    )
+
+
+def _print_metrics(metrics: dict) -> None:
+    keys = (
+        "surviving_latents",
+        "r2_alpha",
+        "tamsd_r2_alpha",
+        "r2_log10_D",
+        "tamsd_r2_log10_D",
+        "mig",
+        "nll_mean",
+        "exact_nll_mean",
+        "nll_gap",
+    )
+    for key in keys:
+        if key in metrics:
+            value = metrics[key]
+            typer.echo(
+                f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}"
+            )
+    for key, value in metrics.get("generation", {}).items():
+        typer.echo(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
 
 
 @app.command()
