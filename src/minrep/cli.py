@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from minrep import MinrepError, checkpoint, io, processes, stats
+from minrep import MinrepError, checkpoint, io, processes
 
 app = typer.Typer(
     help="Learn the minimal parameters of a stochastic process from its trajectories.",
@@ -242,9 +242,10 @@ def encode(
         bool, typer.Option(help="skip (with a warning) tracks shorter than the model's minimum")
     ] = False,
 ):
-    """Latent mean and log-variance of each trajectory."""
+    """Latent mean and log-variance of each trajectory (a 1D model encodes 2D/3D tracks axis
+    by axis)."""
     from minrep.encode import encode as encode_all
-    from minrep.encode import save_latents
+    from minrep.encode import encode_axes, save_latents
 
     with _user_errors():
         vae = checkpoint.load_model(model)
@@ -254,7 +255,17 @@ def encode(
             split_gaps=split_gaps,
             on_short="skip" if skip_short else "error",
         )
-        latents = encode_all(vae, data, progress=True)
+        if vae.config.dim == 1 and data.dim > 1:
+            latents = encode_axes(vae, data, progress=True)
+            agree = latents["axes_agree"]
+            typer.echo(
+                f"The model is 1D and the tracks are {data.dim}D: each axis was encoded as its "
+                f"own 1D trajectory (mu_x_*, mu_y_*, ...). The axes agree for {agree.sum()} of "
+                f"{len(data)} tracks; for those, mu_combined_* is their precision-weighted mean "
+                "(NaN where they disagree: anisotropic or correlated motion?)."
+            )
+        else:
+            latents = encode_all(vae, data, progress=True)
         save_latents(latents, data, output)
     typer.echo(f"{len(data)} trajectories encoded ({vae.config.latent_dim} latents) -> {output}")
 
@@ -302,9 +313,7 @@ def generate(
             latents = gen.latents_with_values(vae, gen.parse_latent_values(z), n)
         elif sweep is not None:
             index, values = gen.parse_sweep(sweep)
-            per_value = n_per_value or n
-            latents = gen.latents_with_values(vae, {index: 0.0}, len(values) * per_value)
-            latents[:, index] = np.repeat(values, per_value)
+            latents = gen.sweep_latents(vae, index, values, n_per_value or n)
             labels["sweep_latent"] = np.full(len(latents), index)
         else:
             data = io.load(from_file, min_steps=vae.config.min_steps)
@@ -398,31 +407,26 @@ def _print_metrics(metrics: dict) -> None:
 
 @app.command()
 def demo(
-    n_per_cell: Annotated[int, typer.Option(help="trajectories per (alpha, D) cell")] = 100,
-    length: Annotated[int, typer.Option(help="positions per trajectory T")] = 400,
+    model: Annotated[str, typer.Option(help="shipped model (bm, fbm, sbm) or run directory")] = (
+        "fbm"
+    ),
+    data: Annotated[
+        Path | None, typer.Option(help="your own .npz or tracking .csv/.parquet instead")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="report directory")] = Path(
+        "minrep-demo"
+    ),
+    n_per_cell: Annotated[
+        int, typer.Option(help="trajectories per (alpha, D) cell of the simulated test set")
+    ] = 4,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ):
-    """Simulate a small FBM set and recover each trajectory's alpha from its TA-MSD."""
+    """A shipped model at work: encode a fresh test set, read alpha and D from the latents
+    next to the TA-MSD fit, generate along each latent, and write the full report."""
+    from minrep.demo import run_demo
+
     with _user_errors():
-        data = processes.make_dataset(
-            "fbm", "small", n_per_cell=n_per_cell, n_positions=length, seed=seed, progress=True
-        )
-        window = (1, 9) if length > 10 else (1, length - 1)
-        fitted, _ = stats.estimate_alpha_D(data.displacements, window)
-    typer.echo(
-        f"\n{len(data)} FBM trajectories of T = {length}; alpha fitted from each TA-MSD over "
-        f"lags {window[0]}-{window[1]}\n"
-    )
-    typer.echo(f"{'true alpha':>10}  {'fitted mean':>11}  {'fitted std':>10}  {'n':>5}")
-    for value in np.unique(data.alpha):
-        sel = fitted[data.alpha == value]
-        typer.echo(f"{value:10.2f}  {sel.mean():11.3f}  {sel.std(ddof=1):10.3f}  {sel.size:5d}")
-    error = fitted - data.alpha
-    r2 = 1 - np.mean(error**2) / np.var(data.alpha)
-    typer.echo(
-        f"\nmean |fitted - true| = {np.mean(np.abs(error)):.3f}, R^2 = {r2:.3f} "
-        "(the TA-MSD fit is the classical baseline the learned latents will be compared with)"
-    )
+        run_demo(model, output, data=data, n_per_cell=n_per_cell, seed=seed, echo=typer.echo)
 
 
 def main() -> None:  # pragma: no cover - entry point for python -m minrep

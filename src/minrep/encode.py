@@ -48,6 +48,48 @@ def encode(
     return {"mu": mu, "logvar": logvar}
 
 
+AXES = "xyz"
+
+
+def encode_axes(
+    model: VAE, trajectories: io.Trajectories, batch_size: int = 1024, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """A 1D model on trajectories of ``dim`` > 1: each coordinate's displacements encoded as
+    one 1D trajectory. Returns ``mu`` and ``logvar`` ``(n, dim, latent_dim)``, and where every
+    pair of axes agrees (posterior means within 3 combined posterior standard deviations on
+    every latent) the precision-weighted combination ``mu_combined``, ``logvar_combined``
+    ``(n, latent_dim)`` (NaN for the trajectories whose axes disagree, flagged by
+    ``axes_agree``). Axis-by-axis encoding assumes isotropic, independent motion per axis."""
+    if model.config.dim != 1:
+        raise EncodingError("axis-by-axis encoding is for 1D models")
+    n, dim = len(trajectories), trajectories.dim
+    flat = io.Trajectories(
+        trajectories.displacements.reshape(n * dim, 1, -1),
+        lengths=None if trajectories.lengths is None else np.repeat(trajectories.lengths, dim),
+    )
+    latents = encode(model, flat, batch_size, progress)
+    mu = latents["mu"].reshape(n, dim, -1)
+    logvar = latents["logvar"].reshape(n, dim, -1)
+    var = np.exp(logvar.astype(np.float64))
+    agree = np.ones(n, dtype=bool)
+    for i in range(dim):
+        for j in range(i + 1, dim):
+            gap = np.abs(mu[:, i] - mu[:, j]) / np.sqrt(var[:, i] + var[:, j])
+            agree &= (gap < 3).all(axis=1)
+    precision = 1 / var
+    combined_var = 1 / precision.sum(axis=1)
+    combined_mu = (mu * precision).sum(axis=1) * combined_var
+    combined_mu[~agree] = np.nan
+    combined_var[~agree] = np.nan
+    return {
+        "mu": mu,
+        "logvar": logvar,
+        "mu_combined": combined_mu.astype(np.float32),
+        "logvar_combined": np.log(combined_var).astype(np.float32),
+        "axes_agree": agree,
+    }
+
+
 def save_latents(latents: dict[str, np.ndarray], trajectories: io.Trajectories, path) -> Path:
     """Write latents with the trajectories' labels: ``.npz`` (arrays ``mu``, ``logvar`` and
     each label) or ``.csv`` (one row per trajectory: labels, ``mu_i``, ``logvar_i``)."""
@@ -58,8 +100,15 @@ def save_latents(latents: dict[str, np.ndarray], trajectories: io.Trajectories, 
     elif suffix == ".csv":
         table = pd.DataFrame(_labels(trajectories))
         for name, values in latents.items():
-            for i in range(values.shape[1]):
-                table[f"{name}_{i}"] = values[:, i]
+            if values.ndim == 1:
+                table[name] = values
+            elif values.ndim == 2:
+                for i in range(values.shape[1]):
+                    table[f"{name}_{i}"] = values[:, i]
+            else:  # per axis: mu_x_0, mu_y_0, ...
+                for axis in range(values.shape[1]):
+                    for i in range(values.shape[2]):
+                        table[f"{name}_{AXES[axis]}_{i}"] = values[:, axis, i]
         with io.atomic_write(path, suffix=".csv") as tmp:
             table.to_csv(tmp, index=False)
     else:

@@ -173,6 +173,15 @@ def latents_with_values(model: VAE, values: dict[int, float], n: int) -> np.ndar
     return z
 
 
+def sweep_latents(model: VAE, index: int, values, per_value: int) -> np.ndarray:
+    """Latent rows sweeping latent ``index`` over ``values``, ``per_value`` rows each, the
+    other latents at the prior mean 0 (the paper's Fig. 3 set-up): ``(len(values) * per_value,
+    latent_dim)``."""
+    z = latents_with_values(model, {index: 0.0}, len(values) * per_value)
+    z[:, index] = np.repeat(np.asarray(values, dtype=np.float32), per_value)
+    return z
+
+
 def generated_set(
     displacements: np.ndarray, z: np.ndarray, meta: dict, labels: dict | None = None
 ) -> io.Trajectories:
