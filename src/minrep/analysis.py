@@ -66,12 +66,15 @@ def readout_r2(features: np.ndarray, target: np.ndarray, degree: int = 3, seed: 
 
 
 @torch.no_grad()
-def model_nll(model: VAE, data: io.Trajectories, batch_size: int = 1024) -> np.ndarray:
+def model_nll(
+    model: VAE, data: io.Trajectories, batch_size: int = 1024, progress: bool = False
+) -> np.ndarray:
     """Mean NLL per predicted displacement of each trajectory, ``(n,)``, with the latent at its
     posterior mean (the deterministic code)."""
     out = np.empty(len(data))
     device = next(model.parameters()).device
-    for lo in range(0, len(data), batch_size):
+    starts = range(0, len(data), batch_size)
+    for lo in tqdm(starts, desc="likelihood", unit="batch", disable=not progress, leave=False):
         x = torch.from_numpy(data.displacements[lo : lo + batch_size]).to(device)
         out[lo : lo + batch_size] = model(x, sample=False)["nll"].cpu().numpy()
     return out
@@ -379,6 +382,26 @@ def bm_generation(model, data, mu, mask, *, per_D=200, seed=0, progress=False):
 GENERATION = {"fbm": fbm_generation, "sbm": sbm_generation, "bm": bm_generation}
 
 
+def _extrapolation(data, features, mask, training_range, d_hat) -> dict | None:
+    """log10 D outside the training range of D (alpha inside its range; Fig. 2a): a linear
+    readout fitted on all trajectories inside the training range, applied outside, next to
+    the TA-MSD fit on the same trajectories. None when the test set stays inside."""
+    alpha_in = _in_range_values(data.alpha, "alpha", training_range)
+    outside = alpha_in & ~_in_range_values(data.D, "D", training_range)
+    if not outside.any() or features.shape[1] == 0:
+        return None
+    design = np.column_stack([features, np.ones(len(features))])
+    target = np.log10(data.D)
+    coef, *_ = np.linalg.lstsq(design[mask], target[mask], rcond=None)
+    error = np.abs(design @ coef - target)
+    return {
+        "n_outside": int(outside.sum()),
+        "linear_readout_mae_log10_D_outside": float(error[outside].mean()),
+        "linear_readout_mae_log10_D_inside": float(error[mask].mean()),
+        "tamsd_mae_log10_D_outside": float(np.nanmean(np.abs(np.log10(d_hat) - target)[outside])),
+    }
+
+
 def analyze(
     model: VAE,
     data: io.Trajectories,
@@ -403,7 +426,7 @@ def analyze(
     steps = tqdm(total=5, desc="analyze", unit="step", disable=not progress)
 
     steps.set_postfix_str("encode")
-    latents = encode(model, data)
+    latents = encode(model, data, progress=progress)
     mu = latents["mu"]
     latent = latent_statistics(mu, latents["logvar"])
     kept = latent["surviving"]
@@ -443,6 +466,7 @@ def analyze(
             "readout": predicted,
             "classical": classical_scored,
         }
+    metrics["extrapolation"] = _extrapolation(data, mu[:, kept], mask, training_range, d_hat)
     factor_values = np.stack([truth[mask] for truth, _ in factors.values()], 1)
     metrics["mig"] = mig(mu[mask], factor_values)["mig"] if mu.shape[1] > 1 else float("nan")
     scores = dci(mu[mask], factor_values, seed=seed)
@@ -450,7 +474,7 @@ def analyze(
     steps.update()
 
     steps.set_postfix_str("likelihood")
-    nll = model_nll(model, data)
+    nll = model_nll(model, data, progress=progress)
     arrays = {
         "alpha": data.alpha,
         "D": data.D,
@@ -476,7 +500,7 @@ def analyze(
     steps.set_postfix_str("generate")
     if data.process in GENERATION:
         generated_metrics, arrays["generation"] = GENERATION[data.process](
-            model, data, mu, mask, seed=seed, progress=False, **(generation or {})
+            model, data, mu, mask, seed=seed, progress=progress, **(generation or {})
         )
         metrics["generation"] = generated_metrics
     steps.update()

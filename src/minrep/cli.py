@@ -352,8 +352,9 @@ def analyze(
         typer.Option(help="labelled test set .npz; default: simulate the paper-test grid"),
     ] = None,
     n_per_cell: Annotated[
-        int, typer.Option(help="trajectories per (alpha, D) cell of the simulated test set")
-    ] = 41,
+        int | None,
+        typer.Option(help="trajectories per cell of the simulated test set (default: 41)"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the test set and the generation")] = 0,
 ):
     """The paper's figures and every number behind them: index.html, PNGs and metrics.json."""
@@ -369,7 +370,7 @@ def analyze(
     typer.echo(f"report: {page}")
 
 
-def _test_set(model: str, vae, data: Path | None, n_per_cell: int, seed: int):
+def _test_set(model: str, vae, data: Path | None, n_per_cell: int | None, seed: int):
     """The labelled test set given, or the paper-test grid of the model's training process."""
     if data is not None:
         return io.load_npz(data, min_steps=vae.config.min_steps)

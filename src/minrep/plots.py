@@ -96,9 +96,12 @@ def nll_vs_alpha(a: dict, path: Path) -> Path:
             )
         _shade_training_range(ax, *a["training_range"]["alpha"])
         ax.set_xlabel("alpha")
-        ax.set_title(f"{name} NLL (nat per displacement)")
+        ax.set_title(f"{name} (nat per displacement)")
     axes[0, 0].set_ylabel("mean NLL")
-    axes[0, -1].legend(fontsize=7)
+    if len(panels) > 1:
+        axes[0, 1].sharey(axes[0, 0])
+        axes[0, -1].axhline(0, color="k", lw=0.8)
+    axes[0, 0].legend(fontsize=7)
     return _save(figure, path)
 
 
@@ -269,6 +272,8 @@ def write_report(analysis: Analysis, out, title: str = "minrep analysis") -> Pat
                 )
             )
     readout_rows += [("MIG", _fmt(m["mig"])), ("DCI", _fmt(m["dci"]))]
+    if m.get("extrapolation"):
+        readout_rows.append(("D outside the training range (Fig. 2a)", _fmt(m["extrapolation"])))
     nll_rows = [(k, _fmt(m[k])) for k in ("nll_mean", "exact_nll_mean", "nll_gap") if k in m]
     generation_rows = [(k, _fmt(v)) for k, v in m.get("generation", {}).items()]
     sections = [
