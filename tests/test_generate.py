@@ -58,7 +58,9 @@ def randomised(config):
     ],
     ids=["default", "paper-network", "2d-mixture"],
 )
-def test_incremental_equals_naive(config):
+def test_incremental_equals_naive(config, monkeypatch):
+    # Conditioning chunks of 24 steps: several chunk boundaries inside these 112 steps.
+    monkeypatch.setattr(generate, "CONDITION_CHUNK", 24)
     model = randomised(config)
     z = torch.randn(3, config.latent_dim)
     context = torch.randn(3, config.dim, model.receptive_field) * 0.05

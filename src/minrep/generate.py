@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 from minrep import MinrepError, io
 from minrep.model import VAE
 
+CONDITION_CHUNK = 256  # time steps of block conditioning held at once
+
 
 class GenerationError(MinrepError, ValueError):
     """A generation request this model cannot serve."""
@@ -79,9 +81,7 @@ def generate(
     decoder = model.decoder
     total = rf + n_steps
     r = c.residual_channels
-    # Conditioning of every block for every time, computed once, with the filter and gate
-    # biases folded in: (time, batch, r) each for filter and gate.
-    condition = model.upsampler(z, total)
+    condition = model.upsampler(z, total)  # (batch, latent_dim, time), upsampled once
     log_scale = model.log_scale(z)
     inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
 
@@ -90,8 +90,6 @@ def generate(
 
     blocks = []
     for block in decoder.blocks:
-        term = block.condition(condition) + block.filter_gate.bias[:, None]
-        term = term.permute(2, 0, 1).contiguous()  # (time, batch, 2r)
         weight = flat(block.filter_gate)
         residual = None
         if block.residual is not None:
@@ -100,14 +98,25 @@ def generate(
             {
                 # tanh(a) = 2 sigmoid(2a) - 1 and sigmoid is several times faster on the CPU:
                 # the filter half is computed at twice its value.
-                "filter": (2 * term[..., :r].contiguous(), 2 * weight[:, :r].contiguous()),
-                "gate": (term[..., r:].contiguous(), weight[:, r:].contiguous()),
+                "w_filter": 2 * weight[:, :r].contiguous(),
+                "w_gate": weight[:, r:].contiguous(),
                 "taps": [block.dilation * j for j in range(c.kernel_size - 1, -1, -1)],
                 "buffer": _Layer(block.shrink + 1, batch, r),
                 "residual": residual,
                 "skip": flat(block.skip),
             }
         )
+
+    def condition_chunk(start: int) -> None:
+        # The conditioning of every block (1x1 convolutions of the upsampled latent, filter and
+        # gate biases folded in) for times start .. start + CONDITION_CHUNK - 1, time first.
+        # Computed chunk by chunk: for the whole of a long trajectory it would not fit in cache.
+        part = condition[..., start : start + CONDITION_CHUNK]
+        for block, spec in zip(decoder.blocks, blocks, strict=True):
+            term = (block.condition(part) + block.filter_gate.bias[:, None]).permute(2, 0, 1)
+            spec["filter_term"] = 2 * term[..., :r].contiguous()
+            spec["gate_term"] = term[..., r:].contiguous()
+
     skip_bias = sum(block.skip.bias for block in decoder.blocks).expand(batch, -1)
     w_in, b_in = flat(decoder.input), decoder.input.bias
     w_causal, b_causal = flat(decoder.causal), decoder.causal.bias
@@ -121,16 +130,20 @@ def generate(
     series = torch.zeros(total, batch, c.dim)
     series[:rf] = context.permute(2, 0, 1)
     for step in tqdm(range(total - 1), desc="generate", disable=not progress, unit="step"):
+        now = step + 1  # the time whose displacement this step predicts
+        if step == 0 or now % CONDITION_CHUNK == 0:
+            chunk_start = now - now % CONDITION_CHUNK
+            condition_chunk(chunk_start)
         x = series[step] if inv_scale is None else series[step] * inv_scale
         h = causal.push_and_stack(step, torch.addmm(b_in, x, w_in), causal_taps)
         h = torch.addmm(b_causal, h, w_causal)
         skips = skip_bias
         for block in blocks:
             stacked = block["buffer"].push_and_stack(step, h, block["taps"])
-            (filter_term, w_filter), (gate_term, w_gate) = block["filter"], block["gate"]
-            gated = torch.sigmoid(torch.addmm(filter_term[step + 1], stacked, w_filter))
+            i = now - chunk_start
+            gated = torch.sigmoid(torch.addmm(block["filter_term"][i], stacked, block["w_filter"]))
             gated.mul_(2).sub_(1)  # = tanh of the filter
-            gated.mul_(torch.sigmoid(torch.addmm(gate_term[step + 1], stacked, w_gate)))
+            gated.mul_(torch.sigmoid(torch.addmm(block["gate_term"][i], stacked, block["w_gate"])))
             if block["residual"] is not None:
                 w_residual, b_residual = block["residual"]
                 h = torch.addmm(h + b_residual, gated, w_residual)
