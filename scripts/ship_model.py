@@ -20,8 +20,14 @@ PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "minrep" / "pretraine
 def card(name: str, config: dict, metrics: dict, history: list[dict], trained_on: str) -> str:
     training, data = config["training"], config["data"]
     stages = training["plan"]["stages"]
+
+    def beta(schedule: dict) -> str:
+        if schedule["kind"] == "constant":
+            return f"beta {schedule['value']:g}"
+        return f"beta {schedule['kind']} {schedule['start']:g} -> {schedule['end']:g}"
+
     plan = "; ".join(
-        f"{s['epochs']} epochs at beta {s['beta']}, lr {s['lr']:g} ({s['policy']})" for s in stages
+        f"{s['epochs']} epochs at {beta(s['beta'])}, lr {s['lr']:g} ({s['policy']})" for s in stages
     )
     last = history[-1]
     g = metrics.get("generation", {})
@@ -52,9 +58,8 @@ def card(name: str, config: dict, metrics: dict, history: list[dict], trained_on
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"""# Shipped model `{name}`
 
-{data["process"].upper()}, 1D, {config["model"]["latent_dim"]} latents, receptive field
-32, scale-equivariant network
-(`scale_equivariant = {config["model"]["scale_equivariant"]}`).
+{data["process"].upper()}, 1D, {config["model"]["latent_dim"]} latents, receptive field 32,
+`scale_equivariant = {config["model"]["scale_equivariant"]}` (see `minrep.model`).
 
 - Data: the `paper` grid (21 alpha x 10 D, T = 400; BM: 10 D), {data["n_train"]} trained and
   {data["n_val"]} validation trajectories, simulated with minrep's exact simulator, seed
