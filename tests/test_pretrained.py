@@ -14,6 +14,7 @@ from minrep.analysis import latent_statistics
 from minrep.cli import app
 from minrep.demo import run_demo
 from minrep.encode import encode, encode_axes
+from minrep.model import ModelConfig
 
 MINIMAL = {"bm": 1, "fbm": 2, "sbm": 2}
 SHIPPED = sorted(p.name for p in checkpoint.PRETRAINED.iterdir() if p.is_dir())
@@ -34,7 +35,8 @@ def test_shipped_model_loads_with_its_recorded_config(name):
     model = minrep.load_model(name)
     folder = checkpoint.PRETRAINED / name
     recorded = json.loads((folder / "config.json").read_text())
-    assert model.config.to_dict() == recorded["model"]
+    assert model.config == ModelConfig.from_dict(recorded["model"])
+    assert model.config.scale_equivariant and model.config.latent_dim == 6
     assert recorded["data"]["process"] == name and model.config.dim == 1
     assert (folder / "MODEL_CARD.md").is_file() and (folder / "history.csv").is_file()
     assert sum(f.stat().st_size for f in folder.iterdir()) < 2_000_000
