@@ -245,8 +245,8 @@ def fbm_generation(
     """Trajectories of ``n_steps`` generated from the encoded latents of ``per_alpha`` test
     trajectories per alpha (Fig. 3a, 3b). The exponent alpha_g is read from the mean TA-MSD
     (each divided by 2 D of its input) over sliding windows of three lags up to ``max_lag``,
-    and compared with the input alpha at lags 1-20 (inside the receptive field) and
-    ``max_lag - 20`` .. ``max_lag`` (far beyond it)."""
+    and, as the paper's insets, from one fit over lags 1-20 (inside the receptive field) and
+    one over ``max_lag - 20`` .. ``max_lag`` (far beyond it), against the input alpha."""
     rows = _pick(data.alpha, per_alpha, np.random.default_rng(seed))
     generated = generate_many(
         model, mu[rows], n_steps, seed=seed, batch_size=600, progress=progress
@@ -256,10 +256,10 @@ def fbm_generation(
     alphas, index = np.unique(data.alpha[rows], return_inverse=True)
     group_msd = np.stack([msd[index == i].mean(0) for i in range(len(alphas))])
     centres, alpha_g = stats.sliding_alpha(lags, group_msd, width=3)
-    starts = lags[:-2]
-    short = (starts >= 1) & (starts + 2 <= 20)
-    long = (starts >= max_lag - 20) & (starts + 2 <= max_lag)
-    alpha_short, alpha_long = alpha_g[:, short].mean(1), alpha_g[:, long].mean(1)
+    # The insets of Fig. 3b: one power-law fit of the group TA-MSD over each range of lags.
+    short, long = (lags >= 1) & (lags <= 20), (lags >= max_lag - 20) & (lags <= max_lag)
+    alpha_short = stats.fit_power_law(lags[short], group_msd[:, short])[0]
+    alpha_long = stats.fit_power_law(lags[long], group_msd[:, long])[0]
     inside = _in_range_values(alphas, "alpha")
     shown = _nearest(alphas, (0.4, 1.0, 1.6))
     max_corr = min(100, data.n_steps - 1)
