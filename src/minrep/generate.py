@@ -38,8 +38,8 @@ def draw_noise(model: VAE, batch: int, n_steps: int, generator: torch.Generator)
 class _Layer:
     """Ring buffer of the last ``span`` inputs of one dilated convolution, (span, batch, ch)."""
 
-    def __init__(self, span: int, batch: int, channels: int):
-        self.buffer = torch.zeros(span, batch, channels)
+    def __init__(self, span: int, batch: int, channels: int, device=None):
+        self.buffer = torch.zeros(span, batch, channels, device=device)
         self.span = span
 
     def push_and_stack(self, step: int, current: Tensor, taps: list[int]) -> Tensor:
@@ -77,6 +77,10 @@ def generate(
     context = _context(model, context, batch)
     if noise is None:
         noise = draw_noise(model, batch, n_steps, torch.Generator().manual_seed(seed or 0))
+    # Runs where the model is (CPU or GPU); the random numbers are drawn on the CPU, so a
+    # seed gives the same trajectories on either, to rounding.
+    device = next(model.parameters()).device
+    z, context = z.to(device), context.to(device)
     model = model.eval()
     decoder = model.decoder
     total = rf + n_steps
@@ -101,7 +105,7 @@ def generate(
                 "w_filter": 2 * weight[:, :r].contiguous(),
                 "w_gate": weight[:, r:].contiguous(),
                 "taps": [block.dilation * j for j in range(c.kernel_size - 1, -1, -1)],
-                "buffer": _Layer(block.shrink + 1, batch, r),
+                "buffer": _Layer(block.shrink + 1, batch, r, device),
                 "residual": residual,
                 "skip": flat(block.skip),
             }
@@ -121,13 +125,13 @@ def generate(
     w_in, b_in = flat(decoder.input), decoder.input.bias
     w_causal, b_causal = flat(decoder.causal), decoder.causal.bias
     causal_taps = list(range(c.causal_kernel - 1, -1, -1))
-    causal = _Layer(c.causal_kernel, batch, r)
+    causal = _Layer(c.causal_kernel, batch, r, device)
     w_hidden, b_hidden = flat(decoder.head_hidden), decoder.head_hidden.bias
     w_out, b_out = flat(decoder.head_out), decoder.head_out.bias
 
     # Time first, so that each step reads one contiguous block.
-    step_noise = {k: v.permute(2, 0, 1).contiguous() for k, v in noise.items()}
-    series = torch.zeros(total, batch, c.dim)
+    step_noise = {k: v.permute(2, 0, 1).contiguous().to(device) for k, v in noise.items()}
+    series = torch.zeros(total, batch, c.dim, device=device)
     series[:rf] = context.permute(2, 0, 1)
     for step in tqdm(range(total - 1), desc="generate", disable=not progress, unit="step"):
         now = step + 1  # the time whose displacement this step predicts
@@ -156,7 +160,7 @@ def generate(
         uniform = step_noise["uniform"][t][..., None] if "uniform" in step_noise else None
         law = model.law(out[..., None], log_scale)
         series[step + 1] = law.sample(step_noise["normal"][t][..., None], uniform)[..., 0]
-    return series[rf:].permute(1, 2, 0).numpy().copy()
+    return series[rf:].permute(1, 2, 0).cpu().numpy().copy()
 
 
 def _context(model: VAE, context, batch: int) -> Tensor:
