@@ -45,7 +45,7 @@ def main() -> None:
         model = VAE(config).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-        def step():
+        def step(model=model, batch=batch, optimizer=optimizer):
             loss, _ = model.loss(batch, 1e-3)
             optimizer.zero_grad()
             loss.backward()
@@ -68,7 +68,9 @@ def main() -> None:
     for batch_size in (600, 10_000):
         zb = np.random.default_rng(1).standard_normal((batch_size, 6)).astype(np.float32)
         for n_steps in (400, 6000):
-            seconds = timed(lambda: generate.generate(gpu_model, zb, n_steps, seed=1), 1)
+            seconds = timed(
+                lambda zb=zb, n_steps=n_steps: generate.generate(gpu_model, zb, n_steps, seed=1), 1
+            )
             results[f"generate_batch_{batch_size}_T_{n_steps}"] = {
                 "seconds": seconds,
                 "displacements_per_second": batch_size * n_steps / seconds,
