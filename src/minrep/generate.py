@@ -95,19 +95,22 @@ def generate(
     blocks = []
     for block in decoder.blocks:
         weight = flat(block.filter_gate)
-        residual = None
+        # tanh(a) = 2 sigmoid(2a) - 1, and one sigmoid over filter and gate together is
+        # cheaper than a tanh and a sigmoid: the filter half is computed at twice its value.
+        weight = torch.cat([2 * weight[:, :r], weight[:, r:]], dim=1)
+        # The residual and skip 1x1 convolutions read the same input: one product for both.
+        out_weight, out_bias = flat(block.skip), torch.zeros(c.skip_channels)
         if block.residual is not None:
-            residual = (flat(block.residual), block.residual.bias)
+            out_weight = torch.cat([flat(block.residual), out_weight], dim=1)
+            out_bias = torch.cat([block.residual.bias, out_bias])
         blocks.append(
             {
-                # tanh(a) = 2 sigmoid(2a) - 1 and sigmoid is several times faster on the CPU:
-                # the filter half is computed at twice its value.
-                "w_filter": 2 * weight[:, :r].contiguous(),
-                "w_gate": weight[:, r:].contiguous(),
+                "weight": weight.contiguous(),
                 "taps": [block.dilation * j for j in range(c.kernel_size - 1, -1, -1)],
                 "buffer": _Layer(block.shrink + 1, batch, r, device),
-                "residual": residual,
-                "skip": flat(block.skip),
+                "has_residual": block.residual is not None,
+                "out_weight": out_weight.contiguous(),
+                "out_bias": out_bias.to(device),
             }
         )
 
@@ -118,8 +121,7 @@ def generate(
         part = condition[..., start : start + CONDITION_CHUNK]
         for block, spec in zip(decoder.blocks, blocks, strict=True):
             term = (block.condition(part) + block.filter_gate.bias[:, None]).permute(2, 0, 1)
-            spec["filter_term"] = 2 * term[..., :r].contiguous()
-            spec["gate_term"] = term[..., r:].contiguous()
+            spec["term"] = torch.cat([2 * term[..., :r], term[..., r:]], dim=-1).contiguous()
 
     skip_bias = sum(block.skip.bias for block in decoder.blocks).expand(batch, -1)
     w_in, b_in = flat(decoder.input), decoder.input.bias
@@ -144,14 +146,18 @@ def generate(
         skips = skip_bias
         for block in blocks:
             stacked = block["buffer"].push_and_stack(step, h, block["taps"])
-            i = now - chunk_start
-            gated = torch.sigmoid(torch.addmm(block["filter_term"][i], stacked, block["w_filter"]))
-            gated.mul_(2).sub_(1)  # = tanh of the filter
-            gated.mul_(torch.sigmoid(torch.addmm(block["gate_term"][i], stacked, block["w_gate"])))
-            if block["residual"] is not None:
-                w_residual, b_residual = block["residual"]
-                h = torch.addmm(h + b_residual, gated, w_residual)
-            skips = torch.addmm(skips, gated, block["skip"])
+            both = torch.sigmoid(
+                torch.addmm(block["term"][now - chunk_start], stacked, block["weight"])
+            )
+            filter_half, gate = both[:, :r], both[:, r:]
+            # tanh(filter) * sigmoid(gate) = (2 sigmoid(2 filter) - 1) * gate
+            gated = torch.addcmul(-gate, filter_half, gate, value=2.0)
+            out = torch.addmm(block["out_bias"], gated, block["out_weight"])
+            if block["has_residual"]:
+                h = h + out[:, :r]
+                skips = skips + out[:, r:]
+            else:
+                skips = skips + out
         if step + 1 < rf:
             continue  # still inside the given context
         hidden = torch.addmm(b_hidden, F.relu(skips), w_hidden)
