@@ -179,6 +179,7 @@ def sbm_generation(g: dict, path: Path) -> Path:
             t, curves["generated"], color=f"C{k}", lw=0.8, label=f"generated, alpha {alpha:.2f}"
         )
         ax.plot(t, curves["exact"], "k--", lw=1)
+    ax.axvline(g["receptive_field"], color="k", ls=":", lw=1, label="generated from here on")
     ax.set(
         xscale="log",
         yscale="log",
