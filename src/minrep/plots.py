@@ -76,12 +76,11 @@ def latent_surfaces(a: dict, path: Path) -> Path | None:
 
 def nll_vs_alpha(a: dict, path: Path) -> Path:
     """Fig. 4: mean NLL per (alpha, D) cell against alpha, coloured by D, with exact_nll."""
-    panels = [("model", a["nll_cells"])]
+    panels = [("model NLL", a["nll_cells"])]
     if "exact_nll_cells" in a:
-        panels.append(("exact", a["exact_nll_cells"]))
-    figure, axes = plt.subplots(
-        1, len(panels), figsize=(5.2 * len(panels), 3.8), sharey=True, squeeze=False
-    )
+        panels.append(("exact NLL", a["exact_nll_cells"]))
+        panels.append(("model - exact", a["nll_cells"] - a["exact_nll_cells"]))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     colours = plt.cm.viridis(np.linspace(0, 1, len(a["cell_D"])))
     for ax, (name, cells) in zip(axes[0], panels, strict=True):
         for j, d in enumerate(a["cell_D"]):
