@@ -86,6 +86,7 @@ def generate(
     total = rf + n_steps
     r = c.residual_channels
     condition = model.upsampler(z, total)  # (batch, latent_dim, time), upsampled once
+    condition_by_time = condition.permute(2, 0, 1)
     log_scale = model.log_scale(z)
     inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
 
@@ -103,8 +104,15 @@ def generate(
         if block.residual is not None:
             out_weight = torch.cat([flat(block.residual), out_weight], dim=1)
             out_bias = torch.cat([block.residual.bias, out_bias])
+        # The block's 1x1 conditioning convolution as a product, filter and gate biases
+        # folded in, the filter half doubled as above.
+        condition_weight = block.condition.weight[..., 0].t()  # (latent, 2r)
+        condition_bias = block.condition.bias + block.filter_gate.bias
+        double = torch.cat([torch.full((r,), 2.0), torch.ones(r)]).to(device)
         blocks.append(
             {
+                "condition_weight": (condition_weight * double).contiguous(),
+                "condition_bias": condition_bias * double,
                 "weight": weight.contiguous(),
                 "taps": [block.dilation * j for j in range(c.kernel_size - 1, -1, -1)],
                 "buffer": _Layer(block.shrink + 1, batch, r, device),
@@ -118,10 +126,9 @@ def generate(
         # The conditioning of every block (1x1 convolutions of the upsampled latent, filter and
         # gate biases folded in) for times start .. start + CONDITION_CHUNK - 1, time first.
         # Computed chunk by chunk: for the whole of a long trajectory it would not fit in cache.
-        part = condition[..., start : start + CONDITION_CHUNK]
-        for block, spec in zip(decoder.blocks, blocks, strict=True):
-            term = (block.condition(part) + block.filter_gate.bias[:, None]).permute(2, 0, 1)
-            spec["term"] = torch.cat([2 * term[..., :r], term[..., r:]], dim=-1).contiguous()
+        part = condition_by_time[start : start + CONDITION_CHUNK]  # (chunk, batch, latent)
+        for spec in blocks:
+            spec["term"] = torch.matmul(part, spec["condition_weight"]) + spec["condition_bias"]
 
     skip_bias = sum(block.skip.bias for block in decoder.blocks).expand(batch, -1)
     w_in, b_in = flat(decoder.input), decoder.input.bias
