@@ -448,9 +448,13 @@ def analyze(
     steps.set_postfix_str("encode")
     latents = encode(model, data, progress=progress)
     mu = latents["mu"]
-    latent = latent_statistics(mu, latents["logvar"])
-    kept = latent["surviving"]
     mask = _in_range(data, training_range)
+    if mask.sum() < 2:  # a test set wholly outside the range: judge on all of it
+        mask = np.ones(len(data), dtype=bool)
+    # The latents are judged on data like the training data; outside the training range a
+    # collapsed latent can wake up (extrapolation), reported as kl_per_latent_whole_set.
+    latent = latent_statistics(mu[mask], latents["logvar"][mask])
+    kept = latent["surviving"]
     metrics = {
         "process": data.process,
         "n": int(len(data)),
@@ -460,6 +464,9 @@ def analyze(
         "kl_per_latent": latent["kl_per_latent"].tolist(),
         "var_mu": latent["var_mu"].tolist(),
         "mean_logvar": latent["mean_logvar"].tolist(),
+        "kl_per_latent_whole_set": latent_statistics(mu, latents["logvar"])[
+            "kl_per_latent"
+        ].tolist(),
     }
     steps.update()
 
