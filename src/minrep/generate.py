@@ -86,7 +86,7 @@ def generate(
     total = rf + n_steps
     r = c.residual_channels
     condition = model.upsampler(z, total)  # (batch, latent_dim, time), upsampled once
-    condition_by_time = condition.permute(2, 0, 1)
+    condition_by_time = condition.permute(2, 0, 1).contiguous()
     log_scale = model.log_scale(z)
     inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
 
@@ -127,8 +127,10 @@ def generate(
         # gate biases folded in) for times start .. start + CONDITION_CHUNK - 1, time first.
         # Computed chunk by chunk: for the whole of a long trajectory it would not fit in cache.
         part = condition_by_time[start : start + CONDITION_CHUNK]  # (chunk, batch, latent)
+        rows = part.reshape(-1, part.shape[-1])
         for spec in blocks:
-            spec["term"] = torch.matmul(part, spec["condition_weight"]) + spec["condition_bias"]
+            term = torch.addmm(spec["condition_bias"], rows, spec["condition_weight"])
+            spec["term"] = term.view(part.shape[0], part.shape[1], -1)
 
     skip_bias = sum(block.skip.bias for block in decoder.blocks).expand(batch, -1)
     w_in, b_in = flat(decoder.input), decoder.input.bias
