@@ -183,3 +183,11 @@ def test_analysis_refuses_bad_test_sets():
     unlabelled = io.Trajectories(two_d.displacements[:, :1])
     with pytest.raises(io.TrajectoryFileError, match="labelled"):
         analysis.analyze(model, unlabelled, progress=False)
+
+
+def test_analysis_of_a_set_with_one_D_reads_out_alpha_only():
+    data = processes.make_dataset("fbm", alpha=(0.5, 1.5), D=(1e-3,), n_per_cell=20, seed=6)
+    model = VAE(ModelConfig(scale_equivariant=True, log_scale_mean=float(np.log(0.045)))).eval()
+    result = analysis.analyze(model, data, progress=False, generation={"n_steps": 500})
+    assert "r2_alpha" in result.metrics and "r2_log10_D" not in result.metrics
+    assert np.isfinite(result.metrics["dci"]["informativeness"])

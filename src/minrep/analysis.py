@@ -473,8 +473,9 @@ def analyze(
     steps.set_postfix_str("readout")
     alpha_hat, d_hat = stats.estimate_alpha_D(data.displacements, CLASSICAL_LAGS)
     factors = {"alpha": (data.alpha, alpha_hat), "log10_D": (np.log10(data.D), np.log10(d_hat))}
-    if np.ptp(data.alpha[mask]) == 0:
-        del factors["alpha"]
+    for name in list(factors):  # a parameter that does not vary cannot be read out
+        if np.ptp(factors[name][0][mask]) == 0:
+            del factors[name]
     features = mu[mask][:, kept]
     readouts = {}
     for name, (truth, classical) in factors.items():
@@ -494,10 +495,13 @@ def analyze(
             "classical": classical_scored,
         }
     metrics["extrapolation"] = _extrapolation(data, mu[:, kept], mask, training_range, d_hat)
-    factor_values = np.stack([truth[mask] for truth, _ in factors.values()], 1)
-    metrics["mig"] = mig(mu[mask], factor_values)["mig"] if mu.shape[1] > 1 else float("nan")
-    scores = dci(mu[mask], factor_values, seed=seed)
-    metrics["dci"] = {k: scores[k] for k in ("disentanglement", "completeness", "informativeness")}
+    if factors:
+        factor_values = np.stack([truth[mask] for truth, _ in factors.values()], 1)
+        metrics["mig"] = mig(mu[mask], factor_values)["mig"] if mu.shape[1] > 1 else float("nan")
+        scores = dci(mu[mask], factor_values, seed=seed)
+        metrics["dci"] = {
+            k: scores[k] for k in ("disentanglement", "completeness", "informativeness")
+        }
     steps.update()
 
     steps.set_postfix_str("likelihood")

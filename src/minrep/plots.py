@@ -271,7 +271,7 @@ def write_report(analysis: Analysis, out, title: str = "minrep analysis") -> Pat
                     f"{m[f'tamsd_r2_{name}']:.4f}, mean |error| {m[f'tamsd_mae_{name}']:.4f}",
                 )
             )
-    readout_rows += [("MIG", _fmt(m["mig"])), ("DCI", _fmt(m["dci"]))]
+    readout_rows += [(k.upper(), _fmt(m[k])) for k in ("mig", "dci") if k in m]
     if m.get("extrapolation"):
         readout_rows.append(("D outside the training range (Fig. 2a)", _fmt(m["extrapolation"])))
     nll_rows = [(k, _fmt(m[k])) for k in ("nll_mean", "exact_nll_mean", "nll_gap") if k in m]
