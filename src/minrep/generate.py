@@ -3,7 +3,8 @@
 The WaveNet decoder is run one time step at a time. Each dilated layer keeps a ring buffer of
 the inputs it will still need (the last ``2 * dilation`` for kernel 3), so a step computes one
 new position per layer instead of re-running the network on the whole receptive field; the
-conditioning of every block is computed once for the whole length. Shapes follow
+latent is upsampled once for the whole length, and each block's conditioning is computed from
+it once per chunk of 256 steps (a few MB, so it stays in cache at any length). Shapes follow
 :mod:`minrep.model`: displacements ``(batch, dim, time)``, latents ``(batch, latent_dim)``.
 """
 
