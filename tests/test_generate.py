@@ -127,64 +127,24 @@ def test_generate_command(tmp_path):
         tmp_path / "m",
     )
     runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "generate",
-            str(tmp_path / "m"),
-            "-o",
-            str(tmp_path / "a.npz"),
-            "--z",
-            "0=-1.5,1=0.3",
-            "--n",
-            "4",
-            "--length",
-            "40",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    a = io.load_npz(tmp_path / "a.npz")
+
+    def run_generate(out, *options):
+        result = runner.invoke(
+            app, ["generate", str(tmp_path / "m"), "-o", str(tmp_path / out), *options]
+        )
+        assert result.exit_code == 0, result.output
+        return io.load_npz(tmp_path / out)
+
+    a = run_generate("a.npz", "--z", "0=-1.5,1=0.3", "--n", "4", "--length", "40")
     assert a.displacements.shape == (4, 1, 40)
     assert np.all(a.labels["z_0"] == -1.5) and np.all(a.labels["z_2"] == 0)
-    result = runner.invoke(
-        app,
-        [
-            "generate",
-            str(tmp_path / "m"),
-            "-o",
-            str(tmp_path / "s.npz"),
-            "--sweep",
-            "1=-4:4:5",
-            "--n-per-value",
-            "3",
-            "--length",
-            "40",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    s = io.load_npz(tmp_path / "s.npz")
+    s = run_generate("s.npz", "--sweep", "1=-4:4:5", "--n-per-value", "3", "--length", "40")
     np.testing.assert_allclose(np.unique(s.labels["z_1"]), np.linspace(-4, 4, 5))
     data = processes.make_dataset("fbm", alpha=(0.5,), D=(1e-3,), n_per_cell=3, n_positions=60)
     source = io.save_npz(data, tmp_path / "in.npz")
-    result = runner.invoke(
-        app,
-        [
-            "generate",
-            str(tmp_path / "m"),
-            "-o",
-            str(tmp_path / "f.npz"),
-            "--from",
-            str(source),
-            "--n",
-            "2",
-            "--context",
-            "start",
-            "--length",
-            "30",
-        ],
+    f = run_generate(
+        "f.npz", "--from", str(source), "--n", "2", "--context", "start", "--length", "30"
     )
-    assert result.exit_code == 0, result.output
-    f = io.load_npz(tmp_path / "f.npz")
     assert len(f) == 6 and np.all(f.alpha == 0.5)  # the inputs' labels come along
     for args, message in [
         (["--z", "7=1"], "out of range"),

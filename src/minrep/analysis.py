@@ -203,13 +203,19 @@ class Analysis:
     arrays: dict
 
 
+def _in_range_values(values: np.ndarray, key: str, training_range: dict = TRAINING_RANGE):
+    """Which ``values`` of parameter ``key`` ("alpha" or "D") lie in the training range."""
+    low, high = training_range[key]
+    return (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+
+
 def _in_range(data: io.Trajectories, training_range: dict) -> np.ndarray:
+    """Which trajectories have every labelled parameter in the training range."""
     mask = np.ones(len(data), dtype=bool)
     for key in ("alpha", "D"):
         values = getattr(data, key)
         if values is not None:
-            low, high = training_range[key]
-            mask &= (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+            mask &= _in_range_values(values, key, training_range)
     return mask
 
 
@@ -295,11 +301,6 @@ def fbm_generation(
         "receptive_field": model.receptive_field,
     }
     return metrics, arrays
-
-
-def _in_range_values(values: np.ndarray, key: str, training_range: dict = TRAINING_RANGE):
-    low, high = training_range[key]
-    return (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
 
 
 def sbm_generation(model, data, mu, mask, *, per_cell=40, n_D=4, seed=0, progress=False):
