@@ -34,15 +34,22 @@ def card(name: str, config: dict, metrics: dict, history: list[dict], trained_on
     rows = [
         ("surviving latents (KL > 0.1 nat)", metrics["surviving_latents"]),
         ("KL per latent (nat)", ", ".join(f"{v:.3g}" for v in metrics["kl_per_latent"])),
-        (
-            "R^2 alpha (latent readout / TA-MSD fit)",
-            f"{metrics.get('r2_alpha', float('nan')):.4f} / "
-            f"{metrics.get('tamsd_r2_alpha', float('nan')):.4f}",
-        ),
-        (
-            "R^2 log10 D (latent readout / TA-MSD fit)",
-            f"{metrics['r2_log10_D']:.4f} / {metrics['tamsd_r2_log10_D']:.4f}",
-        ),
+        *[
+            (
+                f"R^2 {name} (latent readout / TA-MSD fit / best possible from the decoder's "
+                "steps / from all steps)",
+                " / ".join(
+                    f"{value:.4f}"
+                    for value in (
+                        metrics[f"r2_{name}"],
+                        metrics[f"tamsd_r2_{name}"],
+                        *metrics[f"bayes_r2_{name}"].values(),
+                    )
+                ),
+            )
+            for name in ("alpha", "log10_D")
+            if f"r2_{name}" in metrics
+        ],
         (
             "NLL, exact NLL, gap (nat per displacement)",
             f"{metrics['nll_mean']:.4f}, {metrics['exact_nll_mean']:.4f}, "

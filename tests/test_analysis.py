@@ -45,8 +45,24 @@ def test_readout_r2_perfect_code_and_noise():
     noise = rng.standard_normal((4000, 2))
     # Pure noise: over 100 seeds the held-out R^2 of this 10-term fit measured -0.005 +- 0.004
     # (min -0.020): 0.03 is beyond 5 standard deviations.
-    assert abs(analysis.readout_r2(noise, alpha)) < 0.03
+    assert abs(analysis.readout_r2(noise, alpha, degree=3)) < 0.03
     assert analysis.readout_r2(np.empty((4000, 0)), alpha) == 0.0
+
+
+def test_readout_degree_follows_the_signal():
+    """Cross-validation keeps every degree the target needs and the readout then reaches the
+    noise floor: R^2 = 1 - noise variance / target variance."""
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, (6000, 2))
+    noise = 0.05 * rng.standard_normal(6000)
+    cubic = x[:, 0] ** 3 - x[:, 0] * x[:, 1] + noise
+    assert analysis.choose_degree(x, cubic) >= 3
+    wiggly = np.sin(3 * x[:, 0]) + noise  # degree 7 leaves ~1e-3 of residual
+    assert analysis.choose_degree(x, wiggly) >= 5
+    floor = 1 - 0.05**2 / wiggly.var()
+    assert analysis.readout_r2(x, wiggly) == pytest.approx(floor, abs=0.005)
+    # Six latents: degrees are capped so the design has at most MAX_READOUT_TERMS columns.
+    assert analysis.choose_degree(rng.standard_normal((500, 6)), rng.standard_normal(500)) <= 4
 
 
 def test_evaluate_and_analyze_command(tmp_path):
@@ -146,6 +162,9 @@ REQUIRED_METRICS = (
     "generation",
     "tamsd_mae_alpha",
     "readout_mae_alpha",
+    "readout_degree_alpha",
+    "bayes_r2_alpha",
+    "bayes_r2_log10_D",
 )
 
 

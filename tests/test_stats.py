@@ -160,3 +160,54 @@ def test_bad_input():
         stats.fit_power_law([1], [1.0])
     with pytest.raises(ValueError, match="two trajectories"):
         stats.diffusion_coefficient_t(np.ones((1, 1, 10)))
+
+
+def test_bayes_estimate_of_bm_reaches_the_information_limit():
+    """n Gaussian steps of variance 2D give ln D with posterior variance 2/n: the posterior
+    mean's error has that spread (flat prior far from the edges) and no bias."""
+    D, n_traj = 1e-3, 2000  # noqa: N806
+    dx = processes.simulate("bm", 1.0, D, 399, n_traj, dim=2, seed=3)
+    _, log10_d = stats.bayes_estimate(dx, "bm", (0.2, 1.8), (1e-5, 1e-2))
+    error = log10_d - np.log10(D)
+    expected = np.sqrt(2 / (2 * 399)) / np.log(10)
+    # The sample RMS of 2000 errors has a relative standard error of 1/sqrt(4000) = 1.6 %.
+    assert np.sqrt(np.mean(error**2)) == pytest.approx(expected, rel=SIGMAS * 0.016)
+    assert abs(error.mean()) < SIGMAS * error.std() / np.sqrt(n_traj)
+
+
+@pytest.mark.parametrize("process", ["fbm", "sbm"])
+def test_bayes_estimate_is_calibrated(process):
+    """For parameters drawn from the prior, the posterior mean is the conditional mean of the
+    truth: regressing the truth on the estimate gives slope 1 (an ML or least-squares fit gives
+    a slope below 1: its noise is not shrunk)."""
+    rng = np.random.default_rng(6)
+    n_traj = 3000
+    alpha = rng.uniform(0.2, 1.8, n_traj)
+    log10_d = rng.uniform(-5, -2, n_traj)
+    dx = processes.simulate(process, alpha, 10**log10_d, 399, seed=7)
+    estimates = stats.bayes_estimate(dx, process, (0.2, 1.8), (1e-5, 1e-2))
+    for truth, estimate in zip((alpha, log10_d), estimates, strict=True):
+        design = np.stack([np.ones(n_traj), estimate], axis=1)
+        coef, residual, *_ = np.linalg.lstsq(design, truth, rcond=None)
+        slope_se = np.sqrt(residual[0] / (n_traj - 2) / (n_traj * estimate.var()))
+        assert abs(coef[1] - 1) < SIGMAS * slope_se
+
+
+def test_bayes_estimate_of_sbm_from_late_steps_only():
+    """SBM's ageing is seen early: without steps 0-31 (what a decoder with a receptive field
+    of 32 predicts) alpha is known much less well (measured mean squared error 2.7x)."""
+    dx = processes.simulate("sbm", 1.0, 10**-3.5, 399, 400, seed=4)
+    all_steps, _ = stats.bayes_estimate(dx, "sbm", (0.2, 1.8), (1e-5, 1e-2))
+    late_steps, _ = stats.bayes_estimate(dx, "sbm", (0.2, 1.8), (1e-5, 1e-2), start=32)
+    assert np.mean((late_steps - 1.0) ** 2) > 1.5 * np.mean((all_steps - 1.0) ** 2)
+
+
+def test_float32_innovations_keep_the_likelihood():
+    """bayes_estimate whitens in float32: chi^2 of FBM innovations at the most correlated
+    exponent of the grid agrees with float64 to 1e-5 relative."""
+    dx = processes.simulate("fbm", 1.8, 1e-3, 399, 50, seed=5)
+    chi2 = {}
+    for dtype in (np.float32, np.float64):
+        errors, v = processes.innovations(dx, "fbm", 1.8, start=0, dtype=dtype)
+        chi2[dtype] = (errors.astype(np.float64) ** 2 / v).sum(axis=(1, 2))
+    np.testing.assert_allclose(chi2[np.float32], chi2[np.float64], rtol=1e-5)

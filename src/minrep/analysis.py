@@ -4,6 +4,7 @@ and how close its likelihood comes to the exact one."""
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,30 +39,65 @@ def _polynomial_features(x: np.ndarray, degree: int) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
+MAX_READOUT_DEGREE = 7
+MAX_READOUT_TERMS = 300  # bounds the cost with many latents (6 latents: degree <= 4)
+
+
+def _n_terms(n_features: int, degree: int) -> int:
+    return math.comb(n_features + degree, degree)
+
+
+def choose_degree(x: np.ndarray, target: np.ndarray, seed: int = 0, folds: int = 5) -> int:
+    """The polynomial degree of a least-squares readout of ``target`` (n,) from ``x`` (n, k):
+    the one of 1 .. :data:`MAX_READOUT_DEGREE` (at most :data:`MAX_READOUT_TERMS` monomials)
+    with the smallest ``folds``-fold cross-validated squared error."""
+    degrees = [
+        d for d in range(2, MAX_READOUT_DEGREE + 1) if _n_terms(x.shape[1], d) <= MAX_READOUT_TERMS
+    ]
+    degrees = [1, *degrees]
+    design = _polynomial_features(x, degrees[-1])  # columns ordered by degree
+    fold = np.random.default_rng(seed).permutation(len(target)) % folds
+    errors = []
+    for degree in degrees:
+        columns = design[:, : _n_terms(x.shape[1], degree)]
+        error = 0.0
+        for k in range(folds):
+            train, test = fold != k, fold == k
+            coef, *_ = np.linalg.lstsq(columns[train], target[train], rcond=None)
+            error += np.sum((columns[test] @ coef - target[test]) ** 2)
+        errors.append(error)
+    return degrees[int(np.argmin(errors))]
+
+
 def readout(
-    features: np.ndarray, target: np.ndarray, degree: int = 3, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+    features: np.ndarray, target: np.ndarray, degree: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, int]:
     """A polynomial least-squares readout of ``target`` (n,) from ``features`` (n, k), fitted
-    on a seeded half of the rows: returns the other half's row indices and their predictions
-    (the mean of the fitted half when there is no feature)."""
+    on a seeded half of the rows (its degree, unless given, chosen by cross-validation on that
+    half: :func:`choose_degree`): returns the other half's row indices, their predictions and
+    the degree (the mean of the fitted half and degree 0 when there is no feature)."""
     n = len(target)
     order = np.random.default_rng(seed).permutation(n)
     fit, score = order[: n // 2], order[n // 2 :]
     if features.shape[1] == 0:
-        return score, np.full(len(score), target[fit].mean())
+        return score, np.full(len(score), target[fit].mean()), 0
     scale = features[fit].std(axis=0) + 1e-12
     x = (features - features[fit].mean(axis=0)) / scale
+    if degree is None:
+        degree = choose_degree(x[fit], target[fit], seed)
     design = _polynomial_features(x, degree)
     coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
-    return score, design[score] @ coef
+    return score, design[score] @ coef, degree
 
 
-def readout_r2(features: np.ndarray, target: np.ndarray, degree: int = 3, seed: int = 0) -> float:
+def readout_r2(
+    features: np.ndarray, target: np.ndarray, degree: int | None = None, seed: int = 0
+) -> float:
     """R^2 on the held-out half of :func:`readout`: how much of a parameter the features
     carry. With no feature it is about 0 by construction."""
     if features.shape[1] == 0:
         return 0.0
-    score, predicted = readout(features, target, degree, seed)
+    score, predicted, _ = readout(features, target, degree, seed)
     return float(1 - np.mean((target[score] - predicted) ** 2) / np.var(target[score]))
 
 
@@ -403,6 +439,32 @@ def bm_generation(model, data, mu, mask, *, per_D=200, seed=0, progress=False):
 GENERATION = {"fbm": fbm_generation, "sbm": sbm_generation, "bm": bm_generation}
 
 
+def _r2(truth: np.ndarray, estimate: np.ndarray) -> float:
+    """Coefficient of determination (NaN estimates count as missing)."""
+    return float(1 - np.nanmean((estimate - truth) ** 2) / np.var(truth))
+
+
+def _bayes_estimates(data, mask, receptive_field, training_range, progress) -> dict:
+    """Posterior means of alpha and log10 D (:func:`minrep.stats.bayes_estimate`, uniform prior
+    on the training range) of the trajectories in ``mask``, from the steps the decoder predicts
+    (``decoder_steps``: what the latents can learn at best) and from all steps (``all_steps``:
+    what any estimator can reach at best). Empty for processes without an exact likelihood."""
+    if data.process not in processes.PROCESSES:
+        return {}
+    out = {}
+    for steps, start in (("decoder_steps", receptive_field), ("all_steps", 0)):
+        alpha, log10_d = stats.bayes_estimate(
+            data.displacements[mask],
+            data.process,
+            training_range["alpha"],
+            training_range["D"],
+            start=start,
+            progress=progress,
+        )
+        out[steps] = {"alpha": alpha, "log10_D": log10_d}
+    return out
+
+
 def _extrapolation(data, features, mask, training_range, d_hat) -> dict | None:
     """log10 D outside the training range of D (alpha inside its range; Fig. 2a): a linear
     readout fitted on all trajectories inside the training range, applied outside, next to
@@ -478,18 +540,20 @@ def analyze(
         if np.ptp(factors[name][0][mask]) == 0:
             del factors[name]
     features = mu[mask][:, kept]
+    bayes = _bayes_estimates(data, mask, model.receptive_field, training_range, progress)
     readouts = {}
     for name, (truth, classical) in factors.items():
-        score, predicted = readout(features, truth[mask], seed=seed)
+        score, predicted, degree = readout(features, truth[mask], seed=seed)
         truth_scored, classical_scored = truth[mask][score], classical[mask][score]
-        metrics[f"r2_{name}"] = float(
-            1 - np.mean((truth_scored - predicted) ** 2) / np.var(truth_scored)
-        )
+        metrics[f"r2_{name}"] = _r2(truth_scored, predicted)
+        metrics[f"readout_degree_{name}"] = degree
         metrics[f"readout_mae_{name}"] = float(np.mean(np.abs(predicted - truth_scored)))
         metrics[f"tamsd_mae_{name}"] = float(np.nanmean(np.abs(classical_scored - truth_scored)))
-        metrics[f"tamsd_r2_{name}"] = float(
-            1 - np.nanmean((classical_scored - truth_scored) ** 2) / np.var(truth_scored)
-        )
+        metrics[f"tamsd_r2_{name}"] = _r2(truth_scored, classical_scored)
+        if bayes:
+            metrics[f"bayes_r2_{name}"] = {
+                steps: _r2(truth_scored, estimate[name][score]) for steps, estimate in bayes.items()
+            }
         readouts[name] = {
             "truth": truth_scored,
             "readout": predicted,

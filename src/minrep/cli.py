@@ -402,6 +402,9 @@ def _print_metrics(metrics: dict) -> None:
             typer.echo(
                 f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}"
             )
+    for name in ("alpha", "log10_D"):
+        for steps, value in metrics.get(f"bayes_r2_{name}", {}).items():
+            typer.echo(f"{f'bayes_r2_{name} ({steps})':>18}: {value:.4f}")
     for key, value in metrics.get("generation", {}).items():
         typer.echo(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
 

@@ -74,12 +74,15 @@ def run_demo(
         + ")"
     )
     echo(
-        f"{'':>10}  {'latent readout R^2':>18}  {'TA-MSD fit R^2':>14}   (inside the "
-        "training range)"
+        f"{'':>10}  {'latent readout R^2':>18}  {'TA-MSD fit R^2':>14}  {'best possible R^2':>17}"
+        "   (inside the training range; best: Bayes, exact likelihood)"
     )
     for name in ("alpha", "log10_D"):
         if f"r2_{name}" in m:
-            echo(f"{name:>10}  {m[f'r2_{name}']:18.3f}  {m[f'tamsd_r2_{name}']:14.3f}")
+            best = m.get(f"bayes_r2_{name}", {}).get("all_steps", float("nan"))
+            echo(
+                f"{name:>10}  {m[f'r2_{name}']:18.3f}  {m[f'tamsd_r2_{name}']:14.3f}  {best:17.3f}"
+            )
     if "nll_gap" in m:
         echo(
             f"NLL {m['nll_mean']:.4f} nat per displacement; exact {m['exact_nll_mean']:.4f}; "

@@ -222,6 +222,16 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _bayes_text(bayes: dict | None) -> str:
+    if not bayes:
+        return ""
+    return (
+        f"; best possible (Bayes posterior mean, exact likelihood) R^2 "
+        f"{bayes['decoder_steps']:.4f} from the steps the decoder predicts, "
+        f"{bayes['all_steps']:.4f} from all steps"
+    )
+
+
 def write_report(analysis: Analysis, out, title: str = "minrep analysis") -> Path:
     """Figures, ``metrics.json`` and ``index.html`` in ``out``; returns the page's path."""
     out = Path(out)
@@ -268,7 +278,8 @@ def write_report(analysis: Analysis, out, title: str = "minrep analysis") -> Pat
                     name,
                     f"latent readout R^2 {m[f'r2_{name}']:.4f}, mean |error| "
                     f"{m[f'readout_mae_{name}']:.4f}; TA-MSD fit (lags 1-9) R^2 "
-                    f"{m[f'tamsd_r2_{name}']:.4f}, mean |error| {m[f'tamsd_mae_{name}']:.4f}",
+                    f"{m[f'tamsd_r2_{name}']:.4f}, mean |error| {m[f'tamsd_mae_{name}']:.4f}"
+                    + _bayes_text(m.get(f"bayes_r2_{name}")),
                 )
             )
     readout_rows += [(k.upper(), _fmt(m[k])) for k in ("mig", "dci") if k in m]

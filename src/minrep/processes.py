@@ -370,6 +370,28 @@ def _gaussian_nll(err2_over_var: np.ndarray, var: np.ndarray) -> np.ndarray:
     return 0.5 * (np.log(2 * np.pi * var) + err2_over_var)
 
 
+def innovations(
+    displacements: np.ndarray,
+    process: str,
+    alpha: float,
+    start: int = 32,
+    memory=None,
+    dtype=np.float64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction errors of steps ``start .. L-1`` of ``displacements`` (n, dim, L) under the
+    process with exponent ``alpha`` ((n, dim, L - start), in ``dtype``), and their variances at
+    D = 1, (L - start,). The law of the steps is N(0, D v) for each error, independently;
+    conditioning as in :func:`exact_nll`."""
+    x = np.asarray(displacements, dtype=dtype)
+    n_steps = x.shape[-1]
+    if process == "bm":
+        return x[..., start:], np.full(n_steps - start, 2.0)
+    if process == "sbm":
+        return x[..., start:], sbm_variance(alpha, n_steps)[start:]
+    matrix, v = _fgn_innovations(alpha, n_steps, start, memory)
+    return x @ matrix.astype(dtype), v
+
+
 def exact_nll(
     displacements: np.ndarray,
     process: str,
@@ -401,20 +423,11 @@ def exact_nll(
     alpha, D = check_parameters(process, alpha if process != "bm" else 1.0, D, n)
     nll = np.empty(n)
     d = D[:, None, None]
-    if process == "bm":
-        var = 2 * d
-        nll[:] = _gaussian_nll(x[..., start:] ** 2 / var, var).mean(axis=(1, 2))
-        return nll
     for a in tqdm(np.unique(alpha), desc="exact NLL", disable=not progress, unit="alpha"):
         idx = np.flatnonzero(alpha == a)
-        if process == "sbm":
-            var = sbm_variance(a, n_steps)[start:] * d[idx]
-            err2 = x[idx, :, start:] ** 2
-        else:
-            matrix, v = _fgn_innovations(a, n_steps, start, memory)
-            err2 = (x[idx] @ matrix) ** 2
-            var = v * d[idx]
-        nll[idx] = _gaussian_nll(err2 / var, var).mean(axis=(1, 2))
+        errors, v = innovations(x[idx], process, a, start, memory)
+        var = v * d[idx]
+        nll[idx] = _gaussian_nll(errors**2 / var, var).mean(axis=(1, 2))
     return nll
 
 
