@@ -3,7 +3,9 @@
     python scripts/ship_model.py RUN NAME --report REPORT_DIR --trained-on "one H200 GPU ..."
 
 REPORT_DIR is the output of `minrep analyze RUN -o REPORT_DIR` (its metrics.json gives the
-held-out numbers of the card). Copies model.safetensors, config.json and history.csv.
+held-out numbers of the card). Copies model.safetensors, config.json and history.csv; with
+RUN = src/minrep/pretrained/NAME it only rewrites the card. --notes FILE appends a Markdown
+"Notes" section.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "minrep" / "pretrained"
 
 
-def card(name: str, config: dict, metrics: dict, history: list[dict], trained_on: str) -> str:
+def card(
+    name: str, config: dict, metrics: dict, history: list[dict], trained_on: str, notes: str = ""
+) -> str:
     training, data = config["training"], config["data"]
     stages = training["plan"]["stages"]
 
@@ -36,8 +40,8 @@ def card(name: str, config: dict, metrics: dict, history: list[dict], trained_on
         ("KL per latent (nat)", ", ".join(f"{v:.3g}" for v in metrics["kl_per_latent"])),
         *[
             (
-                f"R^2 {name} (latent readout / TA-MSD fit / best possible from the decoder's "
-                "steps / from all steps)",
+                f"R^2 {name.replace('_', ' ')} (latent readout / TA-MSD fit / best possible "
+                "from the decoder's steps / from all steps)",
                 " / ".join(
                     f"{value:.4f}"
                     for value in (
@@ -83,7 +87,7 @@ inside the training range alpha 0.2-1.8, D 1e-5-1e-2; latents at their posterior
 | | |
 |---|---|
 {table}
-"""
+""" + (f"\nNotes\n{notes}" if notes else "")
 
 
 def main() -> None:
@@ -92,17 +96,26 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--trained-on", required=True)
+    parser.add_argument("--notes", type=Path, help="Markdown appended as the card's notes")
     args = parser.parse_args()
     target = PRETRAINED / args.name
     target.mkdir(parents=True, exist_ok=True)
-    for file in ("model.safetensors", "config.json", "history.csv"):
-        shutil.copy(args.run / file, target / file)
+    if args.run.resolve() != target.resolve():
+        for file in ("model.safetensors", "config.json", "history.csv"):
+            shutil.copy(args.run / file, target / file)
     config = json.loads((args.run / "config.json").read_text())
     metrics = json.loads((args.report / "metrics.json").read_text())
     with open(args.run / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     (target / "MODEL_CARD.md").write_text(
-        card(args.name, config, metrics, history, args.trained_on)
+        card(
+            args.name,
+            config,
+            metrics,
+            history,
+            args.trained_on,
+            args.notes.read_text() if args.notes else "",
+        )
     )
     print(f"-> {target}")
 

@@ -396,17 +396,18 @@ def _print_metrics(metrics: dict) -> None:
         "exact_nll_mean",
         "nll_gap",
     )
-    for key in keys:
-        if key in metrics:
-            value = metrics[key]
-            typer.echo(
-                f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}"
-            )
+    rows = [(key, metrics[key]) for key in keys if key in metrics]
     for name in ("alpha", "log10_D"):
         for steps, value in metrics.get(f"bayes_r2_{name}", {}).items():
-            typer.echo(f"{f'bayes_r2_{name} ({steps})':>18}: {value:.4f}")
-    for key, value in metrics.get("generation", {}).items():
-        typer.echo(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+            rows.append((f"bayes_r2_{name} ({steps})", value))
+    rows += list(metrics.get("generation", {}).items())
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        typer.echo(
+            f"{key:>{width}}: {value:.4f}"
+            if isinstance(value, float)
+            else f"{key:>{width}}: {value}"
+        )
 
 
 @app.command()
