@@ -111,6 +111,47 @@ def test_split_is_seeded_and_disjoint():
 # -- the run directory ------------------------------------------------------------------------
 
 
+FAULTS_PROGRAM = """
+import resource, sys, torch
+from minrep import train
+from minrep.model import VAE, ModelConfig
+if sys.argv[1] == "keep":
+    assert train.keep_freed_memory()
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model, x = VAE(ModelConfig()), 0.1 * torch.randn(64, 1, 399)
+optimizer = torch.optim.Adam(model.parameters())
+faults = []
+for step in range(15):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    loss, _ = model.loss(x, 1e-3)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults[5:])[5])  # the median step after five warm-up steps
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keep_freed_memory_stops_the_page_faults_of_each_step():
+    faults = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", FAULTS_PROGRAM, mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for mode in ("default", "keep")
+    }
+    # The median training step at batch 64 after five warm-up steps: by default freed
+    # activations go back to the kernel and are faulted in afresh (measured 1,145-6,159 page
+    # faults over 6 runs); kept, the warm-up steps' memory is reused (measured 0-1).
+    assert faults["keep"] * 20 < faults["default"]
+
+
 def test_training_writes_the_run_directory(tiny, tmp_path):
     run = tmp_path / "run"
     result = train.train(tiny, run, plan=TWO_STAGES, batch_size=32, progress=False)
