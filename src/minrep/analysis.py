@@ -558,6 +558,7 @@ def analyze(
             "truth": truth_scored,
             "readout": predicted,
             "classical": classical_scored,
+            **{f"bayes_{steps}": estimate[name][score] for steps, estimate in bayes.items()},
         }
     metrics["extrapolation"] = _extrapolation(data, mu[:, kept], mask, training_range, d_hat)
     if factors:

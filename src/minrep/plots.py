@@ -59,6 +59,37 @@ def latents_vs_parameters(a: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
+READOUT_CURVES = (
+    ("readout", "latent readout", "C0", "-"),
+    ("classical", "TA-MSD fit (lags 1-9)", "C1", "-"),
+    ("bayes_decoder_steps", "best possible, steps the decoder predicts", "k", "--"),
+    ("bayes_all_steps", "best possible, all steps", "0.5", ":"),
+)
+
+
+def readout_errors(a: dict, path: Path) -> Path | None:
+    """RMS error of each estimate of alpha and log10 D against the true value (scored half of
+    the in-range test set): where the latents lose information, next to the best possible."""
+    readouts = a["readouts"]
+    if not readouts:
+        return None
+    figure, axes = plt.subplots(1, len(readouts), figsize=(5 * len(readouts), 3.6), squeeze=False)
+    for ax, (name, r) in zip(axes[0], readouts.items(), strict=True):
+        values = np.unique(r["truth"])
+        for key, label, color, style in READOUT_CURVES:
+            if key not in r:
+                continue
+            error2 = (r[key] - r["truth"]) ** 2
+            rms = [np.sqrt(np.nanmean(error2[r["truth"] == v])) for v in values]
+            ax.plot(values, rms, color=color, ls=style, marker=".", label=label)
+        ax.set_xlabel(f"true {name.replace('_', ' ')}")
+        ax.set_ylabel("RMS error")
+        ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=8)
+    figure.suptitle("Estimates of the parameters from the latents, against the best possible")
+    return _save(figure, path)
+
+
 def latent_surfaces(a: dict, path: Path) -> Path | None:
     """Fig. 5: mean of each surviving latent over the (alpha, log10 D) grid, as surfaces."""
     if len(a["cell_alpha"]) < 2 or not a["surviving"]:
@@ -241,6 +272,11 @@ def write_report(analysis: Analysis, out, title: str = "minrep analysis") -> Pat
         (
             latents_vs_parameters(a, out / "fig2_latents.png"),
             "Fig. 2: posterior mean of each surviving latent against alpha and log10 D",
+        ),
+        (
+            readout_errors(a, out / "readout_errors.png"),
+            "RMS error of the latent readout against the true value, next to the TA-MSD fit and "
+            "the best possible estimate (Bayes posterior mean from the exact likelihood)",
         ),
         (
             latent_surfaces(a, out / "fig5_latent_surfaces.png"),
