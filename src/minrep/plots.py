@@ -73,7 +73,9 @@ def readout_errors(a: dict, path: Path) -> Path | None:
     readouts = a["readouts"]
     if not readouts:
         return None
-    figure, axes = plt.subplots(1, len(readouts), figsize=(5 * len(readouts), 3.6), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(readouts), figsize=(5.5 * len(readouts), 3.8), squeeze=False, layout="constrained"
+    )
     for ax, (name, r) in zip(axes[0], readouts.items(), strict=True):
         values = np.unique(r["truth"])
         for key, label, color, style in READOUT_CURVES:
@@ -85,7 +87,7 @@ def readout_errors(a: dict, path: Path) -> Path | None:
         ax.set_xlabel(f"true {name.replace('_', ' ')}")
         ax.set_ylabel("RMS error")
         ax.set_yscale("log")
-    axes[0, 0].legend(fontsize=8)
+    axes[0, -1].legend(fontsize=8, loc="best")
     figure.suptitle("Estimates of the parameters from the latents, against the best possible")
     return _save(figure, path)
 
