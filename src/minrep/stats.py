@@ -198,7 +198,8 @@ def bayes_estimate(
     mean squared error on data drawn from that prior. ``(n,)`` each; alpha is 1 for BM.
 
     With ``start`` equal to a model's receptive field it uses exactly the steps that model's
-    decoder predicts: the ceiling of what its latents can learn about alpha and D.
+    decoder predicts, given the earlier ones: for independent steps (BM, SBM) the ceiling of
+    what its latents can learn about alpha and D (docs/REPRODUCTION.md gives the argument).
     """
     from minrep import processes  # stats stays importable without the simulators
 
