@@ -172,7 +172,8 @@ def train(
     ] = None,
     latent_dim: Annotated[int, typer.Option(help="number of latents")] = 6,
     paper_network: Annotated[
-        bool, typer.Option(help="the paper's exact parameterisation (no scale equivariance)")
+        bool,
+        typer.Option(help="the network of the paper's published code (ModelConfig.published)"),
     ] = False,
     plan: Annotated[
         Path | None,
@@ -191,9 +192,11 @@ def train(
         trajectories = io.load_npz(data)
         config = None
         if init is None:
-            config = ModelConfig(
-                dim=trajectories.dim, latent_dim=latent_dim, scale_equivariant=not paper_network
-            )
+            sizes = {"dim": trajectories.dim, "latent_dim": latent_dim}
+            if paper_network:
+                config = ModelConfig.published(**sizes)
+            else:
+                config = ModelConfig(**sizes, scale_equivariant=True)
         custom = None
         if plan is not None:
             try:

@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from minrep import MinrepError, io
-from minrep.model import VAE
+from minrep.model import RESIDUAL_SCALE, VAE
 
 CONDITION_CHUNK = 256  # time steps of block conditioning held at once
 
@@ -50,133 +50,174 @@ class _Layer:
         return torch.cat([self.buffer[(step - tap) % self.span] for tap in taps], dim=1)
 
 
+def _flat(conv) -> Tensor:
+    """Convolution weight (out, in, k) -> (k * in, out), taps oldest first, for addmm."""
+    return conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1).t().contiguous()
+
+
+class _Block:
+    """One residual block's weights as matrices for one time step at a time."""
+
+    def __init__(self, block, config, device):
+        r = config.residual_channels
+        self.linear_gate = config.gate == "linear"
+        # tanh(a) = 2 sigmoid(2a) - 1, and one sigmoid over filter and gate together is
+        # cheaper than a tanh and a sigmoid: the filter half is computed at twice its value.
+        double = torch.ones(2 * r, device=device)
+        if not self.linear_gate:
+            double[:r] = 2.0
+        self.weight = (_flat(block.filter_gate) * double).contiguous()
+        # The 1x1 conditioning convolution as a product, the filter and gate biases folded in.
+        condition_bias = block.filter_gate.bias
+        if block.condition.bias is not None:
+            condition_bias = condition_bias + block.condition.bias
+        self.condition_weight = (block.condition.weight[..., 0].t() * double).contiguous()
+        self.condition_bias = condition_bias * double
+        self.taps = [block.dilation * j for j in range(config.kernel_size - 1, -1, -1)]
+        self.span = block.shrink + 1
+        # The residual and skip 1x1 convolutions read the same input: one product for both.
+        self.has_residual = block.residual is not None
+        out_weight, out_bias = _flat(block.skip), torch.zeros(config.skip_channels, device=device)
+        if self.has_residual:
+            out_weight = torch.cat([_flat(block.residual), out_weight], dim=1)
+            out_bias = torch.cat([block.residual.bias, out_bias])
+        self.out_weight, self.out_bias = out_weight.contiguous(), out_bias
+        self.r = r
+
+    def gated(self, stacked: Tensor, condition_term: Tensor) -> Tensor:
+        """Gated activation (batch, r) from the stacked inputs and this step's conditioning."""
+        pre = torch.addmm(condition_term, stacked, self.weight)
+        if self.linear_gate:
+            return pre[:, : self.r] * torch.sigmoid(pre[:, self.r :])
+        both = torch.sigmoid(pre)
+        filter_half, gate = both[:, : self.r], both[:, self.r :]
+        # tanh(filter) * sigmoid(gate) = (2 sigmoid(2 filter) - 1) * gate
+        return torch.addcmul(-gate, filter_half, gate, value=2.0)
+
+
+class FastDecoder:
+    """The WaveNet decoder of a model rearranged for generation one step at a time: built once
+    per model, then :meth:`run` for any latents and length."""
+
+    @torch.no_grad()
+    def __init__(self, model: VAE):
+        self.model = model.eval()
+        self.config = c = model.config
+        self.device = next(model.parameters()).device
+        decoder = model.decoder
+        self.blocks = [_Block(block, c, self.device) for block in decoder.blocks]
+        self.stack_scaling = c.stack_scaling
+        self.skip_scale = decoder.skip_scale if c.stack_scaling else 1.0
+        self.skip_bias = sum(block.skip.bias for block in decoder.blocks)
+        self.w_in, self.b_in = _flat(decoder.input), decoder.input.bias
+        self.w_causal, self.b_causal = _flat(decoder.causal), decoder.causal.bias
+        self.causal_taps = list(range(c.causal_kernel - 1, -1, -1))
+        self.w_hidden, self.b_hidden = _flat(decoder.head_hidden), decoder.head_hidden.bias
+        self.w_out, self.b_out = _flat(decoder.head_out), decoder.head_out.bias
+
+    def _conditioning(self, condition_by_time: Tensor, start: int) -> list[Tensor]:
+        """Each block's conditioning term for times start .. start + CONDITION_CHUNK - 1,
+        (chunk, batch, 2r). Computed chunk by chunk: for the whole of a long trajectory it
+        would not fit in cache."""
+        part = condition_by_time[start : start + CONDITION_CHUNK]  # (chunk, batch, latent)
+        rows = part.reshape(-1, part.shape[-1])
+        return [
+            torch.addmm(b.condition_bias, rows, b.condition_weight).view(*part.shape[:2], -1)
+            for b in self.blocks
+        ]
+
+    def _skips(self, x: Tensor, step: int, layers: list[_Layer], terms) -> Tensor:
+        """The summed skip outputs (batch, skip) of the step that reads displacement ``x``;
+        ``layers``: the causal layer's buffer, then each block's."""
+        h = layers[0].push_and_stack(step, torch.addmm(self.b_in, x, self.w_in), self.causal_taps)
+        h = torch.addmm(self.b_causal, h, self.w_causal)
+        skips = self.skip_bias
+        for block, layer, term in zip(self.blocks, layers[1:], terms, strict=True):
+            gated = block.gated(layer.push_and_stack(step, h, block.taps), term)
+            out = torch.addmm(block.out_bias, gated, block.out_weight)
+            if block.has_residual:
+                residual, out = out[:, : block.r], out[:, block.r :]
+                h = (2 * h + residual) * RESIDUAL_SCALE if self.stack_scaling else h + residual
+            skips = skips + out
+        return skips * self.skip_scale if self.stack_scaling else skips
+
+    def run(self, z: Tensor, context: Tensor, noise: dict, progress: bool = False) -> Tensor:
+        """Displacements (batch, dim, n_steps) after ``context`` (batch, dim, receptive_field)
+        for latents ``z`` (batch, latent_dim), with the random numbers of ``noise``."""
+        c, rf = self.config, self.model.receptive_field
+        batch, n_steps = z.shape[0], noise["normal"].shape[-1]
+        total = rf + n_steps
+        condition_by_time = self.model.upsampler(z, total).permute(2, 0, 1).contiguous()
+        log_scale = self.model.log_scale(z)
+        inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
+        r = c.residual_channels
+        layers = [_Layer(c.causal_kernel, batch, r, self.device)]
+        layers += [_Layer(b.span, batch, r, self.device) for b in self.blocks]
+        # Time first, so that each step reads one contiguous block.
+        step_noise = {k: v.permute(2, 0, 1).contiguous().to(self.device) for k, v in noise.items()}
+        series = torch.zeros(total, batch, c.dim, device=self.device)
+        series[:rf] = context.permute(2, 0, 1)
+        for step in tqdm(range(total - 1), desc="generate", disable=not progress, unit="step"):
+            now = step + 1  # the time whose displacement this step predicts
+            if step == 0 or now % CONDITION_CHUNK == 0:
+                chunk_start = now - now % CONDITION_CHUNK
+                terms = self._conditioning(condition_by_time, chunk_start)
+            x = series[step] if inv_scale is None else series[step] * inv_scale
+            skips = self._skips(x, step, layers, [t[now - chunk_start] for t in terms])
+            if now < rf:
+                continue  # still inside the given context
+            hidden = torch.addmm(self.b_hidden, F.relu(skips), self.w_hidden)
+            out = torch.addmm(self.b_out, F.relu(hidden), self.w_out)
+            t = now - rf
+            uniform = step_noise["uniform"][t][..., None] if "uniform" in step_noise else None
+            law = self.model.law(out[..., None], log_scale)
+            series[now] = law.sample(step_noise["normal"][t][..., None], uniform)[..., 0]
+        return series[rf:].permute(1, 2, 0)
+
+
 @torch.inference_mode()
 def generate(
     model: VAE,
     z,
     n_steps: int,
     context=None,
-    seed: int | None = 0,
+    seed: int | None = None,
     noise: dict | None = None,
     progress: bool = False,
+    decoder: FastDecoder | None = None,
 ) -> np.ndarray:
     """Generate ``n_steps`` displacements for each latent row of ``z`` (batch, latent_dim).
 
     ``context`` (batch, dim, receptive_field) holds the displacements that precede the first
     generated one: zeros by default (the paper's choice), or the start of a real trajectory.
     Returns float32 ``(batch, dim, n_steps)``. ``noise`` (see :func:`draw_noise`) fixes the
-    random numbers; otherwise they are drawn from ``seed``.
+    random numbers; otherwise they are drawn from ``seed`` (None: fresh randomness).
+    ``decoder``: the model's :class:`FastDecoder`, to build it once for many calls.
     """
     c = model.config
-    rf = model.receptive_field
     z = torch.as_tensor(np.asarray(z, dtype=np.float32))
     if z.ndim != 2 or z.shape[1] != c.latent_dim:
         raise GenerationError(f"z must have shape (batch, {c.latent_dim}), got {tuple(z.shape)}")
     if n_steps < 1:
         raise GenerationError(f"n_steps must be >= 1, got {n_steps}")
-    batch = z.shape[0]
-    context = _context(model, context, batch)
+    context = _context(model, context, z.shape[0])
     if noise is None:
-        noise = draw_noise(model, batch, n_steps, torch.Generator().manual_seed(seed or 0))
+        noise = draw_noise(model, z.shape[0], n_steps, _generator(seed))
     # Runs where the model is (CPU or GPU); the random numbers are drawn on the CPU, so a
     # seed gives the same trajectories on either, to rounding.
-    device = next(model.parameters()).device
-    z, context = z.to(device), context.to(device)
-    model = model.eval()
-    decoder = model.decoder
-    total = rf + n_steps
-    r = c.residual_channels
-    condition = model.upsampler(z, total)  # (batch, latent_dim, time), upsampled once
-    condition_by_time = condition.permute(2, 0, 1).contiguous()
-    log_scale = model.log_scale(z)
-    inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
+    fast = decoder or FastDecoder(model)
+    out = fast.run(z.to(fast.device), context.to(fast.device), noise, progress)
+    return out.cpu().numpy().copy()
 
-    def flat(conv):  # (out, in, k) -> (k * in, out), taps ordered oldest first, for addmm
-        return conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1).t().contiguous()
 
-    blocks = []
-    for block in decoder.blocks:
-        weight = flat(block.filter_gate)
-        # tanh(a) = 2 sigmoid(2a) - 1, and one sigmoid over filter and gate together is
-        # cheaper than a tanh and a sigmoid: the filter half is computed at twice its value.
-        weight = torch.cat([2 * weight[:, :r], weight[:, r:]], dim=1)
-        # The residual and skip 1x1 convolutions read the same input: one product for both.
-        out_weight, out_bias = flat(block.skip), torch.zeros(c.skip_channels)
-        if block.residual is not None:
-            out_weight = torch.cat([flat(block.residual), out_weight], dim=1)
-            out_bias = torch.cat([block.residual.bias, out_bias])
-        # The block's 1x1 conditioning convolution as a product, filter and gate biases
-        # folded in, the filter half doubled as above.
-        condition_weight = block.condition.weight[..., 0].t()  # (latent, 2r)
-        condition_bias = block.condition.bias + block.filter_gate.bias
-        double = torch.cat([torch.full((r,), 2.0), torch.ones(r)]).to(device)
-        blocks.append(
-            {
-                "condition_weight": (condition_weight * double).contiguous(),
-                "condition_bias": condition_bias * double,
-                "weight": weight.contiguous(),
-                "taps": [block.dilation * j for j in range(c.kernel_size - 1, -1, -1)],
-                "buffer": _Layer(block.shrink + 1, batch, r, device),
-                "has_residual": block.residual is not None,
-                "out_weight": out_weight.contiguous(),
-                "out_bias": out_bias.to(device),
-            }
-        )
-
-    def condition_chunk(start: int) -> None:
-        # The conditioning of every block (1x1 convolutions of the upsampled latent, filter and
-        # gate biases folded in) for times start .. start + CONDITION_CHUNK - 1, time first.
-        # Computed chunk by chunk: for the whole of a long trajectory it would not fit in cache.
-        part = condition_by_time[start : start + CONDITION_CHUNK]  # (chunk, batch, latent)
-        rows = part.reshape(-1, part.shape[-1])
-        for spec in blocks:
-            term = torch.addmm(spec["condition_bias"], rows, spec["condition_weight"])
-            spec["term"] = term.view(part.shape[0], part.shape[1], -1)
-
-    skip_bias = sum(block.skip.bias for block in decoder.blocks).expand(batch, -1)
-    w_in, b_in = flat(decoder.input), decoder.input.bias
-    w_causal, b_causal = flat(decoder.causal), decoder.causal.bias
-    causal_taps = list(range(c.causal_kernel - 1, -1, -1))
-    causal = _Layer(c.causal_kernel, batch, r, device)
-    w_hidden, b_hidden = flat(decoder.head_hidden), decoder.head_hidden.bias
-    w_out, b_out = flat(decoder.head_out), decoder.head_out.bias
-
-    # Time first, so that each step reads one contiguous block.
-    step_noise = {k: v.permute(2, 0, 1).contiguous().to(device) for k, v in noise.items()}
-    series = torch.zeros(total, batch, c.dim, device=device)
-    series[:rf] = context.permute(2, 0, 1)
-    for step in tqdm(range(total - 1), desc="generate", disable=not progress, unit="step"):
-        now = step + 1  # the time whose displacement this step predicts
-        if step == 0 or now % CONDITION_CHUNK == 0:
-            chunk_start = now - now % CONDITION_CHUNK
-            condition_chunk(chunk_start)
-        x = series[step] if inv_scale is None else series[step] * inv_scale
-        h = causal.push_and_stack(step, torch.addmm(b_in, x, w_in), causal_taps)
-        h = torch.addmm(b_causal, h, w_causal)
-        skips = skip_bias
-        for block in blocks:
-            stacked = block["buffer"].push_and_stack(step, h, block["taps"])
-            both = torch.sigmoid(
-                torch.addmm(block["term"][now - chunk_start], stacked, block["weight"])
-            )
-            filter_half, gate = both[:, :r], both[:, r:]
-            # tanh(filter) * sigmoid(gate) = (2 sigmoid(2 filter) - 1) * gate
-            gated = torch.addcmul(-gate, filter_half, gate, value=2.0)
-            out = torch.addmm(block["out_bias"], gated, block["out_weight"])
-            if block["has_residual"]:
-                h = h + out[:, :r]
-                skips = skips + out[:, r:]
-            else:
-                skips = skips + out
-        if step + 1 < rf:
-            continue  # still inside the given context
-        hidden = torch.addmm(b_hidden, F.relu(skips), w_hidden)
-        out = torch.addmm(b_out, F.relu(hidden), w_out)
-        t = step + 1 - rf
-        uniform = step_noise["uniform"][t][..., None] if "uniform" in step_noise else None
-        law = model.law(out[..., None], log_scale)
-        series[step + 1] = law.sample(step_noise["normal"][t][..., None], uniform)[..., 0]
-    return series[rf:].permute(1, 2, 0).cpu().numpy().copy()
+def _generator(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, or from fresh entropy when it is None."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def _context(model: VAE, context, batch: int) -> Tensor:
@@ -229,15 +270,16 @@ def generate_many(
     z: np.ndarray,
     n_steps: int,
     context: np.ndarray | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     batch_size: int = 1000,
     progress: bool = False,
 ) -> np.ndarray:
     """:func:`generate` for any number of latent rows, ``batch_size`` at a time; the random
     numbers come from one generator seeded with ``seed`` (same seed and batch size, same
-    trajectories). Returns float32 ``(n, dim, n_steps)``."""
+    trajectories; None: fresh randomness). Returns float32 ``(n, dim, n_steps)``."""
     z = np.asarray(z, dtype=np.float32)
-    generator = torch.Generator().manual_seed(seed)
+    generator = _generator(seed)
+    decoder = FastDecoder(model)
     out = np.empty((len(z), model.config.dim, n_steps), dtype=np.float32)
     chunks = range(0, len(z), batch_size)
     for lo in tqdm(chunks, desc="generate", disable=not progress or len(chunks) < 2, unit="batch"):
@@ -251,6 +293,7 @@ def generate_many(
             context=part_context,
             noise=noise,
             progress=progress and len(chunks) < 2,
+            decoder=decoder,
         )
     return out
 

@@ -8,12 +8,19 @@ of 32). Every convolution is unpadded, as in the paper.
 
 
 ``scale_equivariant`` (off in ``ModelConfig()``, on in :func:`minrep.train.train`) is a
-reparameterisation measured in
-``shared/notes/training-findings.md``: the convolutions see displacements divided by a scale
-(the trajectory's RMS in the encoder; a scale predicted from the latent in the decoder), and
-the decoder's predictions are scaled back. The information flow is the paper's (D must still
-travel through the latent) but gradients no longer grow like 1/sqrt(D), which let training
-reach the exact likelihood on a CPU budget. ``scale_equivariant=False`` is the paper's network.
+reparameterisation measured in ``docs/scale-equivariance.md``: the convolutions see
+displacements divided by a scale (the trajectory's RMS in the encoder; a scale predicted from
+the latent in the decoder), and the decoder's predictions are scaled back. The information
+flow is the paper's (D must still travel through the latent) but gradients no longer grow like
+1/sqrt(D), which let training reach the exact likelihood on a CPU budget.
+
+The WaveNet comes in two variants, chosen by ``gate``, ``stack_scaling``, ``condition_bias``
+and ``output_init``. minrep's (the defaults, and the shipped ``bm``, ``fbm``, ``sbm``) gates
+with tanh(f) sigmoid(g) as in van den Oord et al. (2016). The paper's published code
+(:meth:`ModelConfig.published`) gates with f sigmoid(g), adds each block's input to the
+residual stream twice and scales the stream by sqrt(1/2) after every block, scales the skip sum
+by sqrt(1/n_blocks), has no bias in the conditioning convolutions, and draws its last layer
+with a larger spread (:meth:`VAE.reset_parameters`).
 """
 
 from __future__ import annotations
@@ -66,6 +73,10 @@ class ModelConfig:
     log_sigma_min: float = -12.0  # floor of the predicted log standard deviation
     scale_equivariant: bool = False  # minrep's training turns it on (see the module docstring)
     log_scale_mean: float = 0.0  # training-set mean of log RMS displacement (set from data)
+    gate: str = "tanh"  # "tanh": tanh(f) sigmoid(g); "linear": f sigmoid(g) (published code)
+    stack_scaling: bool = False  # published code: h <- (2 h + res) sqrt(1/2), skips sqrt(1/n)
+    condition_bias: bool = True  # published code: the conditioning 1x1 convolutions have none
+    output_init: str = "minrep"  # "published": last layer N(0, 2 / fan_in) cut at +-2
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
@@ -82,6 +93,25 @@ class ModelConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name, allowed in (("gate", GATES), ("output_init", ("minrep", "published"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"ModelConfig.{name} must be one of {', '.join(allowed)}, got "
+                    f"{getattr(self, name)!r}"
+                )
+
+    @classmethod
+    def published(cls, **sizes) -> ModelConfig:
+        """The network of the paper's published code (SPIVAE ``VAEWaveNet``): no scale
+        equivariance, a linear gate, scaled residual and skip sums, bias-free conditioning."""
+        return cls(
+            **sizes,
+            scale_equivariant=False,
+            gate="linear",
+            stack_scaling=True,
+            condition_bias=False,
+            output_init="published",
+        )
 
     @property
     def receptive_field(self) -> int:
@@ -108,6 +138,9 @@ class ModelConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+GATES = ("tanh", "linear")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,28 +226,46 @@ class LatentUpsampler(nn.Module):
         return h
 
 
+def gated_activation(filt: Tensor, gate: Tensor, kind: str) -> Tensor:
+    """The WaveNet gate: tanh(filt) sigmoid(gate) (``"tanh"``) or filt sigmoid(gate)
+    (``"linear"``, a gated linear unit, as in the paper's published code)."""
+    return (torch.tanh(filt) if kind == "tanh" else filt) * torch.sigmoid(gate)
+
+
+RESIDUAL_SCALE = math.sqrt(0.5)
+
+
 class ResidualBlock(nn.Module):
     """Gated, dilated, conditioned WaveNet block (van den Oord et al. 2016)."""
 
     def __init__(self, config: ModelConfig, dilation: int, last: bool = False):
         super().__init__()
         r = config.residual_channels
+        self.gate = config.gate
+        self.stack_scaling = config.stack_scaling
         self.dilation = dilation
         self.shrink = dilation * (config.kernel_size - 1)
         self.filter_gate = nn.Conv1d(r, 2 * r, config.kernel_size, dilation=dilation)
-        self.condition = nn.Conv1d(config.latent_dim, 2 * r, 1)
+        self.condition = nn.Conv1d(config.latent_dim, 2 * r, 1, bias=config.condition_bias)
         # Nothing reads the residual stream after the last block: it has a skip output only.
         self.residual = None if last else nn.Conv1d(r, r, 1)
         self.skip = nn.Conv1d(r, config.skip_channels, 1)
 
     def forward(self, h: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
         """``h`` (batch, r, n) and ``condition`` (batch, latent_dim, >= n - shrink), right-aligned
-        in time -> new ``h`` (None after the last block) and skip output, (batch, ., n - shrink)."""
+        in time -> new ``h`` (None after the last block) and skip output, (batch, ., n - shrink).
+        With ``stack_scaling`` the new ``h`` is (2 h + residual) sqrt(1/2): the published code
+        adds the block's input once inside the block and once more in the stack."""
         pre = self.filter_gate(h)
         pre = pre + self.condition(condition[..., -pre.shape[-1] :])
-        filt, gate = pre.chunk(2, dim=1)
-        gated = torch.tanh(filt) * torch.sigmoid(gate)
-        h = None if self.residual is None else h[..., self.shrink :] + self.residual(gated)
+        gated = gated_activation(*pre.chunk(2, dim=1), self.gate)
+        if self.residual is None:
+            return None, self.skip(gated)
+        past = h[..., self.shrink :]
+        if self.stack_scaling:
+            h = (2 * past + self.residual(gated)) * RESIDUAL_SCALE
+        else:
+            h = past + self.residual(gated)
         return h, self.skip(gated)
 
 
@@ -244,7 +295,14 @@ class WaveNet(nn.Module):
         for block in self.blocks:
             h, skip = block(h, condition)
             skips = skip if skips is None else skip + skips[..., block.shrink :]
+        if self.config.stack_scaling:
+            skips = skips * self.skip_scale
         return self.head_out(F.relu(self.head_hidden(F.relu(skips))))
+
+    @property
+    def skip_scale(self) -> float:
+        """Factor of the skip sum with ``stack_scaling``: sqrt(1 / number of blocks)."""
+        return math.sqrt(1 / len(self.blocks))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,13 +358,16 @@ class VAE(nn.Module):
 
     def reset_parameters(self) -> None:
         """The paper's initialisation: Kaiming normal (fan_out, ReLU) weights and zero biases;
-        zero log-variance rows in the latent layer; a fan_in truncated normal last layer
-        (zero when ``scale_equivariant``: the prediction then starts as Brownian motion at the
+        zero log-variance rows in the latent layer; a fan_in normal last layer: standard
+        deviation sqrt(2 / fan_in) cut at +-2 (``output_init="published"``, the published
+        code's ReLU gain) or 1 / sqrt(fan_in) cut at two standard deviations (minrep); zero
+        when ``scale_equivariant`` (the prediction then starts as Brownian motion at the
         training set's mean scale, instead of log sigma spread over -55 .. 2)."""
         for module in self.modules():
             if isinstance(module, nn.Conv1d | nn.ConvTranspose1d | nn.Linear):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         latent = self.encoder.latent
         with torch.no_grad():
             latent.weight[self.config.latent_dim :] = 0.0
@@ -315,6 +376,9 @@ class VAE(nn.Module):
             nn.init.zeros_(out.weight)
             nn.init.zeros_(self.scale_head.weight)
             nn.init.constant_(self.scale_head.bias, self.config.log_scale_mean)
+        elif self.config.output_init == "published":
+            fan_in = out.weight.shape[1] * out.weight.shape[2]
+            nn.init.trunc_normal_(out.weight, std=math.sqrt(2 / fan_in), a=-2.0, b=2.0)
         else:
             fan_in = out.weight.shape[1] * out.weight.shape[2]
             std = 1 / math.sqrt(fan_in)
