@@ -6,6 +6,7 @@ Loading reads tensors and JSON only; no code in a model file is ever run (no pic
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -83,7 +84,29 @@ def load_model(path_or_name, device: str | torch.device = "cpu") -> VAE:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ModelFileError(f"{weights_path}: weights do not fit {config_path} ({err})") from None
+    model.training_range = _training_range(document, config_path)
     return model.to(device).eval()
+
+
+def _training_range(document: dict, config_path: Path) -> dict | None:
+    """``data.training_range`` of a config.json, checked: ``{"alpha": [lo, hi], "D": [lo,
+    hi]}`` with finite lo <= hi, or None where the run did not record it."""
+    data = document.get("data")
+    if not isinstance(data, dict) or data.get("training_range") is None:
+        return None
+    values = data["training_range"]
+    try:
+        checked = {key: [float(values[key][0]), float(values[key][1])] for key in ("alpha", "D")}
+    except (KeyError, IndexError, TypeError, ValueError):
+        checked = None
+    if checked is None or not all(
+        math.isfinite(lo) and math.isfinite(hi) and lo <= hi for lo, hi in checked.values()
+    ):
+        raise ModelFileError(
+            f"{config_path}: data.training_range must be {{'alpha': [lo, hi], 'D': [lo, hi]}} "
+            f"with finite lo <= hi, got {values!r}"
+        )
+    return checked
 
 
 def read_config(path_or_name) -> dict:

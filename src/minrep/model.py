@@ -340,10 +340,16 @@ class Prediction:
 
 
 class VAE(nn.Module):
-    """Encoder, latent sampling, upsampler and WaveNet decoder (Fig. 1 of the paper)."""
+    """Encoder, latent sampling, upsampler and WaveNet decoder (Fig. 1 of the paper).
+
+    ``training_range`` is the parameter range of the data the model was trained on,
+    ``{"alpha": [lo, hi], "D": [lo, hi]}`` (recorded in ``config.json`` by
+    :func:`minrep.train.train`, set by :func:`minrep.checkpoint.load_model`), or None when
+    unknown; the analysis judges the model inside it."""
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
+        self.training_range: dict | None = None
         self.config = config or ModelConfig()
         self.encoder = Encoder(self.config)
         self.upsampler = LatentUpsampler(self.config)

@@ -95,6 +95,10 @@ def fit_power_law(lags, msd, dim: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return alpha, np.exp(intercept) / (2 * dim)
 
 
+CLASSICAL_LAGS = (1, 9)
+"""Lags of the TA-MSD fit the paper compares the latents with (first, last, inclusive)."""
+
+
 def default_lag_window(n_positions: int) -> tuple[int, int]:
     """The usual fitting window: lags 1 .. 10 % of the trajectory length (at least 1 .. 2)."""
     return 1, max(2, int(0.1 * n_positions))
