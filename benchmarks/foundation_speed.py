@@ -19,7 +19,7 @@ from unittest import mock
 import numpy as np
 from _report import emit
 
-from minrep import processes, stats
+from minrep import datasets, processes, stats
 
 
 def timed(fn, *args, **kwargs):
@@ -53,7 +53,7 @@ def main() -> None:
             "numpy": np.__version__,
         },
     }
-    grid = processes.preset_grid("fbm", "paper")
+    grid = datasets.preset_grid("fbm", "paper")
     alpha, D = grid.labels()
 
     fbm, seconds = timed(processes.simulate, "fbm", alpha, D, grid.n_steps, seed=0)

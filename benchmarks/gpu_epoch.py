@@ -6,12 +6,12 @@ import tempfile
 
 from _report import emit
 
-from minrep import processes, train
+from minrep import datasets, train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("-o", "--output")
 args = parser.parse_args()
-data = processes.make_dataset("fbm", "paper", n_per_cell=120, seed=0)  # 25,200 trajectories
+data = datasets.make_dataset("fbm", "paper", n_per_cell=120, seed=0)  # 25,200 trajectories
 with tempfile.TemporaryDirectory() as run:
     rows = train.train(data, run, plan=train.Plan([train.Stage(3, 0.0)]), progress=False).history
 n_train = len(train.split(len(data), 0.2, 0)[0])

@@ -17,7 +17,7 @@ import torch
 from _report import emit
 
 import minrep
-from minrep import generate, processes
+from minrep import datasets, generate
 from minrep.model import VAE, ModelConfig
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("-o", "--output")
     args = parser.parse_args()
     device = torch.device("cuda")
-    data = processes.make_dataset("fbm", "paper", n_per_cell=5, seed=0)
+    data = datasets.make_dataset("fbm", "paper", n_per_cell=5, seed=0)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
 
     for batch_size in (256, 1024):

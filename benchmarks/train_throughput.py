@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from _report import emit
 
-from minrep import io, processes, train
+from minrep import datasets, io, train
 from minrep.model import VAE, ModelConfig
 
 BATCH = 256
@@ -45,7 +45,7 @@ CONFIGURATIONS = ("paper_network", "minrep_default_allocator", "minrep", "minrep
 
 
 def batch_of_trajectories() -> torch.Tensor:
-    data = processes.make_dataset("fbm", "paper", n_per_cell=2, seed=0)
+    data = datasets.make_dataset("fbm", "paper", n_per_cell=2, seed=0)
     return torch.from_numpy(data.displacements[:BATCH])
 
 
@@ -177,7 +177,7 @@ def main() -> None:
         }
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = processes.make_dataset(
+        data = datasets.make_dataset(
             "fbm", "paper", n_per_cell=args.epoch_trajectories // 210, seed=0
         )
         path = Path(tmp) / "data.npz"

@@ -25,7 +25,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from minrep import processes
+from minrep import datasets
 from minrep.io import save_npz
 from minrep.train import PRESETS, GeometricRamp, LinearRamp, Plan, Stage
 
@@ -139,7 +139,7 @@ def main() -> None:
     for process in args.processes.split(","):
         path = args.out / f"{process}-{args.preset}.npz"
         if not path.exists():
-            data = processes.make_dataset(process, args.preset, seed=SEEDS[process])
+            data = datasets.make_dataset(process, args.preset, seed=SEEDS[process])
             save_npz(data, path)
         for plan in args.plans.split(","):
             jobs[f"{process}-{plan}"] = (str(path), PLANS[plan], SEEDS[process])

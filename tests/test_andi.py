@@ -21,7 +21,8 @@ pytest.importorskip("andi_datasets")
 import stochastic.random  # noqa: E402  (installed with andi-datasets)
 
 import minrep.andi as andi  # noqa: E402
-from minrep.processes import SimulationError, make_dataset, simulate  # noqa: E402
+from minrep.datasets import make_dataset  # noqa: E402
+from minrep.processes import SimulationError, simulate  # noqa: E402
 
 N_SIGMA = 5.0
 P_5SIGMA = 2 * scipy.stats.norm.sf(N_SIGMA)  # two-sided 5-sigma p-value
@@ -133,6 +134,19 @@ def test_seeded_and_reproducible(process):
     c = andi.simulate(process, alpha, 1.0, 30, n=4, dim=2, seed=12)
     assert a.tobytes() == b.tobytes()
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("process", ["fbm", "ctrw"])
+def test_no_seed_is_fresh_randomness(process):
+    # seed=None draws fresh randomness (it is not seed 0), even after the global state was
+    # seeded, and the global state is still restored.
+    np.random.seed(5)  # noqa: NPY002
+    a = andi.simulate(process, 0.7, 1.0, 30, n=3, seed=None)
+    np.random.seed(5)  # noqa: NPY002
+    b = andi.simulate(process, 0.7, 1.0, 30, n=3, seed=None)
+    assert not np.array_equal(a, b)
+    assert not np.array_equal(a, andi.simulate(process, 0.7, 1.0, 30, n=3, seed=0))
+    assert np.random.random_sample() == np.random.RandomState(5).random_sample()  # noqa: NPY002
 
 
 def test_global_random_state_restored():

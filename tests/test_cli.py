@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from minrep import andi, io, processes
+from minrep import andi, datasets, io, processes
 from minrep.cli import app, parse_values
 
 runner = CliRunner()
@@ -51,7 +51,7 @@ def test_simulate_writes_the_requested_grid(tmp_path):
     assert sorted(set(data.alpha)) == [0.5, 1.5]
     np.testing.assert_allclose(sorted(set(data.D)), [1e-4, 1e-3, 1e-2])
     assert data.process == "fbm" and data.meta["seed"] == 3
-    expected = processes.make_dataset(
+    expected = datasets.make_dataset(
         "fbm",
         alpha=(0.5, 1.5),
         D=np.geomspace(1e-4, 1e-2, 3),
@@ -87,7 +87,7 @@ def test_simulate_andi_backend_without_the_extra(tmp_path, monkeypatch):
 
 
 def test_exact_nll_command_reports_the_library_value(tmp_path):
-    data = processes.make_dataset("sbm", n_per_cell=5, n_positions=80, seed=1)
+    data = datasets.make_dataset("sbm", n_per_cell=5, n_positions=80, seed=1)
     path = io.save_npz(data, tmp_path / "sbm.npz")
     result = run("exact-nll", path, "--start", 10)
     assert result.exit_code == 0, result.output
@@ -101,14 +101,14 @@ def test_exact_nll_needs_labels(tmp_path):
     result = run("exact-nll", path)
     assert result.exit_code == 2 and "needs labels alpha, D" in result.output
     short = io.save_npz(
-        processes.make_dataset("bm", n_per_cell=1, n_positions=20), tmp_path / "s.npz"
+        datasets.make_dataset("bm", n_per_cell=1, n_positions=20), tmp_path / "s.npz"
     )
     result = run("exact-nll", short, "--start", 32)
     assert result.exit_code == 2 and "minimum of 33 displacements" in result.output
 
 
 def test_demo_on_a_users_unlabelled_2d_file(tmp_path):
-    data = processes.make_dataset("bm", D=(1e-3,), n_per_cell=6, n_positions=80, dim=2, seed=1)
+    data = datasets.make_dataset("bm", D=(1e-3,), n_per_cell=6, n_positions=80, dim=2, seed=1)
     path = io.write_tracks(io.Trajectories(data.displacements), tmp_path / "mine.csv")
     result = run("demo", "--data", path, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output

@@ -124,7 +124,7 @@ def test_bad_generation_requests():
 def test_generate_command(tmp_path):
     from typer.testing import CliRunner
 
-    from minrep import io, processes
+    from minrep import datasets, io
     from minrep.checkpoint import save_model
     from minrep.cli import app
 
@@ -146,7 +146,7 @@ def test_generate_command(tmp_path):
     assert np.all(a.labels["z_0"] == -1.5) and np.all(a.labels["z_2"] == 0)
     s = run_generate("s.npz", "--sweep", "1=-4:4:5", "--n-per-value", "3", "--length", "40")
     np.testing.assert_allclose(np.unique(s.labels["z_1"]), np.linspace(-4, 4, 5))
-    data = processes.make_dataset("fbm", alpha=(0.5,), D=(1e-3,), n_per_cell=3, n_positions=60)
+    data = datasets.make_dataset("fbm", alpha=(0.5,), D=(1e-3,), n_per_cell=3, n_positions=60)
     source = io.save_npz(data, tmp_path / "in.npz")
     f = run_generate(
         "f.npz", "--from", str(source), "--n", "2", "--context", "start", "--length", "30"

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 import minrep
-from minrep import checkpoint, io, processes
+from minrep import checkpoint, datasets, io
 from minrep.analysis import latent_statistics
 from minrep.cli import app
 from minrep.demo import run_demo
@@ -46,7 +46,7 @@ def test_shipped_model_loads_with_its_recorded_config(name):
 def test_shipped_model_keeps_its_minimal_latents_on_fresh_data(name):
     # 420 fresh trajectories of the training grid: the surviving latents carry 0.3-4 nat,
     # the others below 0.04 (model cards), far from the 0.1 nat threshold either way.
-    data = processes.make_dataset(name, "paper", n_per_cell=2, seed=2024)
+    data = datasets.make_dataset(name, "paper", n_per_cell=2, seed=2024)
     latents = encode(minrep.load_model(name), data)
     kept = latent_statistics(latents["mu"], latents["logvar"])["surviving"]
     assert len(kept) == MINIMAL[name]
@@ -72,8 +72,8 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def _tracks_2d(D_x, D_y, n=40, seed=0):  # noqa: N803
-    x = processes.make_dataset("fbm", alpha=(0.5,), D=(D_x,), n_per_cell=n, seed=seed)
-    y = processes.make_dataset("fbm", alpha=(0.5,), D=(D_y,), n_per_cell=n, seed=seed + 1)
+    x = datasets.make_dataset("fbm", alpha=(0.5,), D=(D_x,), n_per_cell=n, seed=seed)
+    y = datasets.make_dataset("fbm", alpha=(0.5,), D=(D_y,), n_per_cell=n, seed=seed + 1)
     return io.Trajectories(np.concatenate([x.displacements, y.displacements], axis=1))
 
 

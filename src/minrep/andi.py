@@ -25,9 +25,15 @@ import warnings
 from importlib import metadata
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from minrep.processes import ANDI_ONLY_PROCESSES, PROCESSES, SimulationError, check_parameters
+from minrep.processes import (
+    ANDI_ONLY_PROCESSES,
+    PROCESSES,
+    SimulationError,
+    check_parameters,
+    check_process,
+)
+from minrep.progress import bar
 
 PINNED_VERSION = "2.1.13"
 
@@ -90,10 +96,9 @@ def simulate(
     """Displacements from andi-datasets, shape ``(n, dim, n_steps)``, float64, rescaled as
     described in the module docstring. One trajectory at a time (andi-datasets is not
     vectorised): from about 30 microseconds per trajectory (FBM, SBM) to milliseconds (BM via
-    FBM with H = 1/2, Levy walks)."""
-    allowed = PROCESSES + ANDI_ONLY_PROCESSES
-    if process not in allowed:
-        raise SimulationError(f"unknown process {process!r}; choose one of {', '.join(allowed)}")
+    FBM with H = 1/2, Levy walks). The same seed gives the same trajectories; ``seed=None``
+    draws fresh randomness."""
+    check_process(process, PROCESSES + ANDI_ONLY_PROCESSES)
     if dim not in (1, 2, 3):
         raise SimulationError(f"andi-datasets simulates dim 1, 2 or 3, not {dim}")
     alpha, D = check_parameters(process, alpha if process != "bm" else 1.0, D, n)
@@ -102,7 +107,7 @@ def simulate(
     n_positions = n_steps + 1
     out = np.empty((alpha.size, dim, n_steps))
     with _seeded(seed):
-        for i in tqdm(range(alpha.size), desc=f"andi {process}", disable=not progress):
+        for i in bar(range(alpha.size), desc=f"simulate {process} (andi)", enabled=progress):
             # andi-datasets calls the dimension "D" and returns the components concatenated.
             positions = np.asarray(method(n_positions, alpha[i], D=dim), dtype=np.float64)
             out[i] = np.diff(positions.reshape(dim, n_positions), axis=-1)

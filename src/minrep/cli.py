@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from minrep import MinrepError, checkpoint, io, processes
+from minrep import MinrepError, checkpoint, datasets, io, processes
 
 app = typer.Typer(
     help="Learn the minimal parameters of a stochastic process from its trajectories.",
@@ -81,7 +81,7 @@ def simulate(
     """Simulate a labelled dataset on a parameter grid and write it as .npz."""
     with _user_errors():
         started = time.perf_counter()
-        data = processes.make_dataset(
+        data = datasets.make_dataset(
             process,
             preset,
             alpha=parse_values(alpha),
@@ -382,7 +382,7 @@ def _test_set(model: str, vae, data: Path | None, n_per_cell: int | None, seed: 
         raise io.TrajectoryFileError(
             f"{model}: the model's training process is not recorded; give a test set (--data)"
         )
-    return processes.make_dataset(
+    return datasets.make_dataset(
         process, "paper-test", n_per_cell=n_per_cell, seed=seed, progress=True
     )
 

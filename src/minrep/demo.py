@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minrep import checkpoint, io, processes, stats
+from minrep import checkpoint, datasets, io, stats
 from minrep.analysis import analyze
 from minrep.encode import encode, encode_axes, save_latents
 from minrep.generate import generate_many, generated_set, sweep_latents
@@ -52,7 +52,7 @@ def run_demo(
     vae = checkpoint.load_model(model)
     process = checkpoint.read_config(model).get("data", {}).get("process")
     if data is None:
-        test = processes.make_dataset(
+        test = datasets.make_dataset(
             process, "paper-test", n_per_cell=n_per_cell, seed=seed, progress=True
         )
         echo(

@@ -1,4 +1,4 @@
-"""Exact simulators of BM, FBM and SBM, the paper's parameter grids, and the exact likelihood.
+"""Physics: exact simulators of BM, FBM and SBM, their covariances, and the exact likelihood.
 
 Conventions, stated once here and used everywhere in minrep. Time is in steps (dt = 1); a
 trajectory of T positions x[0..T-1] has L = T - 1 displacements dx[t] = x[t+1] - x[t],
@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.fft
 import scipy.linalg
-from tqdm.auto import tqdm
 
 from minrep import MinrepError
+from minrep.progress import bar
 
 PROCESSES = ("bm", "fbm", "sbm")
 """Processes simulated exactly by minrep itself."""
@@ -49,82 +48,24 @@ class SimulationError(MinrepError, ValueError):
     """Invalid simulation request (unknown process, parameter out of range, ...)."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Parameter grids
+_MOVED_TO_DATASETS = ("Grid", "PRESETS", "preset_grid", "make_dataset")
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A labelled simulation grid: every (alpha, D) pair gets ``n_per_cell`` trajectories.
+def __getattr__(name: str):
+    # Transitional: the grids and make_dataset moved to minrep.datasets. Remove this once no
+    # caller reads them from here.
+    if name in _MOVED_TO_DATASETS:
+        import warnings
 
-    ``n_positions`` is the paper's T (positions per trajectory); trajectories carry
-    ``n_positions - 1`` displacements.
-    """
+        from minrep import datasets
 
-    alpha: tuple[float, ...]
-    D: tuple[float, ...]
-    n_per_cell: int
-    n_positions: int = 400
-
-    @property
-    def n_steps(self) -> int:
-        return self.n_positions - 1
-
-    @property
-    def n_trajectories(self) -> int:
-        return len(self.alpha) * len(self.D) * self.n_per_cell
-
-    def labels(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-trajectory ``(alpha, D)``, shape ``(n,)`` each, cell by cell (alpha slowest)."""
-        a, d = np.meshgrid(np.asarray(self.alpha), np.asarray(self.D), indexing="ij")
-        return (
-            np.repeat(a.ravel(), self.n_per_cell).astype(np.float64),
-            np.repeat(d.ravel(), self.n_per_cell).astype(np.float64),
+        warnings.warn(
+            f"minrep.processes.{name} moved to minrep.datasets.{name}",
+            DeprecationWarning,
+            stacklevel=2,
         )
-
-
-def _grid(alpha, D, n_per_cell, n_positions=400) -> Grid:
-    return Grid(tuple(float(a) for a in alpha), tuple(float(d) for d in D), n_per_cell, n_positions)
-
-
-PRESETS: dict[str, Grid] = {
-    # The paper's training sets: 21 x 10 cells x 476 = 99,960 trajectories of T = 400.
-    "paper": _grid(np.linspace(0.2, 1.8, 21), np.geomspace(1e-5, 1e-2, 10), 476),
-    # The paper's extended test sets (Fig. 2 and 3): 49 x 49 cells x 41 = 98,441 trajectories.
-    "paper-test": _grid(np.linspace(0.04, 1.96, 49), np.geomspace(3.16e-6, 3.16e-2, 49), 41),
-    # For tests and demos: 9 x 4 cells x 100 = 3,600 trajectories.
-    "small": _grid(np.linspace(0.2, 1.8, 9), np.geomspace(1e-5, 1e-2, 4), 100),
-}
-"""The paper's grids. For BM alpha is fixed at 1 and the count per D is multiplied by the number
-of alpha values, so a BM set has as many trajectories as the FBM set of the same preset."""
-
-
-def preset_grid(process: str, preset: str = "small", **overrides) -> Grid:
-    """The grid of ``preset`` for ``process``, with any field replaced by ``overrides``.
-
-    For processes with a restricted exponent range (``bm``, ``ctrw``, ``lw``, ``attm``) the
-    preset's alpha values are reduced to those the process admits; alpha values given
-    explicitly in ``overrides`` are checked instead, by :func:`simulate`.
-    """
-    if preset not in PRESETS:
-        raise SimulationError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    _check_process(process, PROCESSES + ANDI_ONLY_PROCESSES)
-    grid = PRESETS[preset]
-    if process == "bm":
-        grid = replace(grid, alpha=(1.0,), n_per_cell=grid.n_per_cell * len(grid.alpha))
-    elif process in ANDI_ONLY_PROCESSES:
-        low, high = ALPHA_RANGE[process]
-        kept = tuple(a for a in grid.alpha if _alpha_allowed(process, a))
-        if not kept:
-            raise SimulationError(f"no alpha of preset {preset!r} lies in [{low}, {high}]")
-        grid = replace(grid, alpha=kept)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("alpha", "D"):
-        if key in overrides:
-            overrides[key] = tuple(float(v) for v in np.atleast_1d(overrides[key]))
-    if process == "bm" and set(overrides.get("alpha", (1.0,))) != {1.0}:
-        raise SimulationError("Brownian motion has alpha = 1; give alpha only for fbm or sbm")
-    return replace(grid, **overrides)
+        return getattr(datasets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +120,8 @@ def _fgn(alpha: float, n_series: int, n_steps: int, rng, dtype) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=dtype)
 
 
-def _check_process(process: str, allowed: Sequence[str]) -> None:
+def check_process(process: str, allowed: Sequence[str] = PROCESSES) -> None:
+    """Raise a :class:`SimulationError` naming the choices unless ``process`` is ``allowed``."""
     if process in ANDI_ONLY_PROCESSES and process not in allowed:
         raise SimulationError(
             f"{process} is simulated by andi-datasets only: use backend 'andi' (--backend andi)"
@@ -188,7 +130,8 @@ def _check_process(process: str, allowed: Sequence[str]) -> None:
         raise SimulationError(f"unknown process {process!r}; choose one of {', '.join(allowed)}")
 
 
-def _alpha_allowed(process: str, alpha: float) -> bool:
+def admits_alpha(process: str, alpha: float) -> bool:
+    """Whether ``process`` is defined (and not degenerate) at exponent ``alpha``."""
     low, high = ALPHA_RANGE[process]
     if process == "fbm":
         return low < alpha < high
@@ -216,7 +159,7 @@ def check_parameters(process: str, alpha, D, n: int | None = None):
     if bad_d.any():
         i = int(np.flatnonzero(bad_d)[0])
         raise SimulationError(f"D must be finite and > 0; trajectory {i} has D = {D[i]}")
-    ok = np.array([_alpha_allowed(process, a) for a in np.unique(alpha)]) if n else np.array([])
+    ok = np.array([admits_alpha(process, a) for a in np.unique(alpha)]) if n else np.array([])
     if not ok.all():
         bad = np.unique(alpha)[~ok][0]
         low, high = ALPHA_RANGE[process]
@@ -241,7 +184,7 @@ def simulate(
     FBM uses circulant embedding (Davies-Harte), falling back to a Cholesky factor of the
     covariance where the embedding is not positive. The same seed gives the same bytes.
     """
-    _check_process(process, PROCESSES)
+    check_process(process, PROCESSES)
     if n_steps < 1 or dim < 1:
         raise SimulationError(f"need n_steps >= 1 and dim >= 1, got {n_steps} and {dim}")
     alpha, D = check_parameters(process, alpha if process != "bm" else 1.0, D, n)
@@ -253,81 +196,17 @@ def simulate(
         out[:] = rng.standard_normal(out.shape, dtype=dtype) * (math.sqrt(2.0) * scale)
         return out
     if process == "sbm":
-        for a in tqdm(np.unique(alpha), desc="sbm", disable=not progress, unit="alpha"):
+        for a in bar(np.unique(alpha), desc="simulate sbm", enabled=progress, unit="alpha"):
             idx = np.flatnonzero(alpha == a)
             std = np.sqrt(sbm_variance(a, n_steps)).astype(dtype)
             noise = rng.standard_normal((idx.size, dim, n_steps), dtype=dtype)
             out[idx] = noise * std * scale[idx]
         return out
-    for a in tqdm(np.unique(alpha), desc="fbm", disable=not progress, unit="alpha"):
+    for a in bar(np.unique(alpha), desc="simulate fbm", enabled=progress, unit="alpha"):
         idx = np.flatnonzero(alpha == a)
         series = _fgn(a, idx.size * dim, n_steps, rng, dtype)
         out[idx] = series.reshape(idx.size, dim, n_steps) * scale[idx]
     return out
-
-
-def make_dataset(
-    process: str,
-    preset: str = "small",
-    *,
-    alpha=None,
-    D=None,
-    n_per_cell: int | None = None,
-    n_positions: int | None = None,
-    dim: int = 1,
-    seed: int = 0,
-    backend: str = "numpy",
-    dtype=np.float32,
-    progress: bool = False,
-):
-    """Simulate a labelled dataset on a preset grid; any grid field can be overridden.
-
-    Returns a :class:`minrep.io.Trajectories` with labels ``alpha``, ``D`` and ``process`` and
-    the grid, seed and backend in its metadata.
-    """
-    from minrep import __version__
-    from minrep.io import Trajectories
-
-    grid = preset_grid(
-        process, preset, alpha=alpha, D=D, n_per_cell=n_per_cell, n_positions=n_positions
-    )
-    if grid.n_positions < 2 or grid.n_per_cell < 1:
-        raise SimulationError("need n_positions >= 2 and n_per_cell >= 1")
-    alphas, Ds = grid.labels()
-    if backend == "numpy":
-        dx = simulate(
-            process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, dtype=dtype, progress=progress
-        )
-    elif backend == "andi":
-        from minrep import andi
-
-        dx = andi.simulate(
-            process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, progress=progress
-        ).astype(dtype)
-    else:
-        raise SimulationError(f"unknown backend {backend!r}; choose numpy or andi")
-    meta = {
-        "generator": f"minrep.processes ({backend} backend)",
-        "minrep_version": __version__,
-        "numpy_version": np.__version__,
-        "process": process,
-        "preset": preset,
-        "grid": {
-            "alpha": list(grid.alpha),
-            "D": list(grid.D),
-            "n_per_cell": grid.n_per_cell,
-            "n_positions": grid.n_positions,
-        },
-        "dim": dim,
-        "seed": seed,
-    }
-    if backend == "andi":
-        from minrep import andi
-
-        meta["andi_datasets_version"] = andi.installed_version()
-    return Trajectories(
-        dx, labels={"alpha": alphas, "D": Ds, "process": np.full(alphas.size, process)}, meta=meta
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,7 +290,7 @@ def exact_nll(
     expectation; with ``memory`` equal to a model's receptive field it is the best that model
     can reach.
     """
-    _check_process(process, PROCESSES)
+    check_process(process, PROCESSES)
     x = np.asarray(displacements, dtype=np.float64)
     if x.ndim != 3:
         raise ValueError(f"displacements must have shape (n, dim, L), got {x.shape}")
@@ -423,7 +302,7 @@ def exact_nll(
     alpha, D = check_parameters(process, alpha if process != "bm" else 1.0, D, n)
     nll = np.empty(n)
     d = D[:, None, None]
-    for a in tqdm(np.unique(alpha), desc="exact NLL", disable=not progress, unit="alpha"):
+    for a in bar(np.unique(alpha), desc="exact NLL", enabled=progress, unit="alpha"):
         idx = np.flatnonzero(alpha == a)
         errors, v = innovations(x[idx], process, a, start, memory)
         var = v * d[idx]
@@ -438,7 +317,7 @@ def expected_exact_nll(
 
     For a Gaussian step with conditional variance v the expected NLL is 0.5 log(2 pi e v).
     """
-    _check_process(process, PROCESSES)
+    check_process(process, PROCESSES)
     alpha, D = check_parameters(process, alpha if process != "bm" else 1.0, D)
     out = np.empty(alpha.size)
     for a in np.unique(alpha):

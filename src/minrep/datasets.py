@@ -1,0 +1,177 @@
+"""Labelled datasets: parameter grids, the paper's presets, and :func:`make_dataset`.
+
+A dataset is a grid of (alpha, D) cells with ``n_per_cell`` trajectories each, simulated by
+:mod:`minrep.processes` (exact, numpy) or by the optional andi-datasets backend
+(:mod:`minrep.andi`). The physics and its conventions live in :mod:`minrep.processes`; this
+module only decides which parameters to simulate, and records them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from minrep import __version__, andi
+from minrep.io import Trajectories
+from minrep.processes import (
+    ALPHA_RANGE,
+    ANDI_ONLY_PROCESSES,
+    PROCESSES,
+    SimulationError,
+    admits_alpha,
+    check_process,
+    simulate,
+)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A labelled simulation grid: every (alpha, D) pair gets ``n_per_cell`` trajectories.
+
+    ``n_positions`` is the paper's T (positions per trajectory); trajectories carry
+    ``n_steps = n_positions - 1`` displacements.
+    """
+
+    alpha: tuple[float, ...]
+    D: tuple[float, ...]
+    n_per_cell: int
+    n_positions: int = 400
+
+    @property
+    def n_steps(self) -> int:
+        return self.n_positions - 1
+
+    @property
+    def n_trajectories(self) -> int:
+        return len(self.alpha) * len(self.D) * self.n_per_cell
+
+    def labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-trajectory ``(alpha, D)``, shape ``(n,)`` each, cell by cell (alpha slowest)."""
+        a, d = np.meshgrid(np.asarray(self.alpha), np.asarray(self.D), indexing="ij")
+        return (
+            np.repeat(a.ravel(), self.n_per_cell).astype(np.float64),
+            np.repeat(d.ravel(), self.n_per_cell).astype(np.float64),
+        )
+
+
+def _grid(alpha, D, n_per_cell, n_positions=400) -> Grid:
+    return Grid(tuple(float(a) for a in alpha), tuple(float(d) for d in D), n_per_cell, n_positions)
+
+
+PRESETS: dict[str, Grid] = {
+    # The paper's training sets: 21 x 10 cells x 476 = 99,960 trajectories of T = 400.
+    "paper": _grid(np.linspace(0.2, 1.8, 21), np.geomspace(1e-5, 1e-2, 10), 476),
+    # The paper's extended test sets (Fig. 2 and 3): 49 x 49 cells x 41 = 98,441 trajectories.
+    "paper-test": _grid(np.linspace(0.04, 1.96, 49), np.geomspace(3.16e-6, 3.16e-2, 49), 41),
+    # For tests and demos: 9 x 4 cells x 100 = 3,600 trajectories.
+    "small": _grid(np.linspace(0.2, 1.8, 9), np.geomspace(1e-5, 1e-2, 4), 100),
+}
+"""The paper's grids. For BM alpha is fixed at 1 and the count per D is multiplied by the number
+of alpha values, so a BM set has as many trajectories as the FBM set of the same preset."""
+
+
+def parse_values(spec: str, log: bool = False) -> tuple[float, ...]:
+    """Grid values from text: ``"0.5"``, ``"0.2,0.6,1.0"`` or ``"start:stop:count"`` (evenly
+    spaced, ends included; in log space when ``log``, as for D). Raises ValueError."""
+    try:
+        if ":" in spec:
+            start, stop, count = spec.split(":")
+            if int(count) < 1:
+                raise ValueError
+            space = np.geomspace if log else np.linspace
+            values = space(float(start), float(stop), int(count))
+        else:
+            values = [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"{spec!r}: expected a number, a comma-separated list or start:stop:count"
+        ) from None
+    return tuple(float(v) for v in values)
+
+
+def preset_grid(process: str, preset: str = "small", **overrides) -> Grid:
+    """The grid of ``preset`` for ``process``, with any field replaced by ``overrides``.
+
+    For processes with a restricted exponent range (``bm``, ``ctrw``, ``lw``, ``attm``) the
+    preset's alpha values are reduced to those the process admits; alpha values given
+    explicitly in ``overrides`` are checked instead, by the simulator.
+    """
+    if preset not in PRESETS:
+        raise SimulationError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    check_process(process, PROCESSES + ANDI_ONLY_PROCESSES)
+    grid = PRESETS[preset]
+    if process == "bm":
+        grid = replace(grid, alpha=(1.0,), n_per_cell=grid.n_per_cell * len(grid.alpha))
+    elif process in ANDI_ONLY_PROCESSES:
+        low, high = ALPHA_RANGE[process]
+        kept = tuple(a for a in grid.alpha if admits_alpha(process, a))
+        if not kept:
+            raise SimulationError(f"no alpha of preset {preset!r} lies in [{low}, {high}]")
+        grid = replace(grid, alpha=kept)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    for key in ("alpha", "D"):
+        if key in overrides:
+            overrides[key] = tuple(float(v) for v in np.atleast_1d(overrides[key]))
+    if process == "bm" and set(overrides.get("alpha", (1.0,))) != {1.0}:
+        raise SimulationError("Brownian motion has alpha = 1; give alpha only for fbm or sbm")
+    return replace(grid, **overrides)
+
+
+def make_dataset(
+    process: str,
+    preset: str = "small",
+    *,
+    alpha=None,
+    D=None,
+    n_per_cell: int | None = None,
+    n_positions: int | None = None,
+    dim: int = 1,
+    seed: int | None = 0,
+    backend: str = "numpy",
+    dtype=np.float32,
+    progress: bool = False,
+):
+    """Simulate a labelled dataset on a preset grid; any grid field can be overridden.
+
+    ``n_positions`` is T, the positions per trajectory (T - 1 displacements). The same seed
+    gives the same bytes; ``seed=None`` draws fresh randomness. Returns a
+    :class:`minrep.io.Trajectories` with labels ``alpha``, ``D`` and ``process`` and the grid,
+    seed and backend in its metadata.
+    """
+    grid = preset_grid(
+        process, preset, alpha=alpha, D=D, n_per_cell=n_per_cell, n_positions=n_positions
+    )
+    if grid.n_positions < 2 or grid.n_per_cell < 1:
+        raise SimulationError("need n_positions >= 2 and n_per_cell >= 1")
+    alphas, Ds = grid.labels()
+    if backend == "numpy":
+        dx = simulate(
+            process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, dtype=dtype, progress=progress
+        )
+    elif backend == "andi":
+        dx = andi.simulate(
+            process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, progress=progress
+        ).astype(dtype)
+    else:
+        raise SimulationError(f"unknown backend {backend!r}; choose numpy or andi")
+    meta = {
+        "generator": f"minrep.datasets ({backend} backend)",
+        "minrep_version": __version__,
+        "numpy_version": np.__version__,
+        "process": process,
+        "preset": preset,
+        "grid": {
+            "alpha": list(grid.alpha),
+            "D": list(grid.D),
+            "n_per_cell": grid.n_per_cell,
+            "n_positions": grid.n_positions,
+        },
+        "dim": dim,
+        "seed": seed,
+    }
+    if backend == "andi":
+        meta["andi_datasets_version"] = andi.installed_version()
+    return Trajectories(
+        dx, labels={"alpha": alphas, "D": Ds, "process": np.full(alphas.size, process)}, meta=meta
+    )
