@@ -1,5 +1,5 @@
-"""Tests of minrep.model and minrep.checkpoint: architecture, causality, loss, initialisation,
-and the safetensors round trip."""
+"""Tests of minrep.model: architecture, causality, loss, initialisation and the configuration
+(the safetensors round trip is in test_checkpoint.py)."""
 
 import dataclasses
 import json
@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minrep.checkpoint import ModelFileError, load_model, read_config, save_model
 from minrep.model import VAE, ModelConfig, Prediction
 
 
@@ -183,44 +182,6 @@ def test_config_json_round_trip_and_unknown_keys():
     assert again == config
     with pytest.raises(ValueError, match="unknown model configuration keys: bogus"):
         ModelConfig.from_dict({"bogus": 1})
-
-
-def test_save_load_round_trip_is_bit_exact(tmp_path):
-    model = VAE(ModelConfig(latent_dim=4, log_scale_mean=-3.2))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p))
-    save_model(model, tmp_path / "run", {"training": {"note": "test"}})
-    loaded = load_model(tmp_path / "run")
-    for (name, a), (_, b) in zip(
-        model.state_dict().items(), loaded.state_dict().items(), strict=True
-    ):
-        assert torch.equal(a, b), name
-    assert loaded.config == model.config
-    assert read_config(tmp_path / "run")["training"] == {"note": "test"}
-    x = torch.randn(3, 1, 80)
-    torch.testing.assert_close(model.encode(x), loaded.encode(x), rtol=0, atol=0)
-
-
-def test_loading_bad_model_directories(tmp_path):
-    with pytest.raises(ModelFileError, match="not a model directory"):
-        load_model(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelFileError, match="no config.json"):
-        load_model(tmp_path / "empty")
-    save_model(VAE(ModelConfig()), tmp_path / "m")
-    (tmp_path / "m" / "model.safetensors").write_bytes(b"\x80\x04not safetensors")
-    with pytest.raises(ModelFileError, match="not a safetensors file"):
-        load_model(tmp_path / "m")
-    save_model(VAE(ModelConfig(latent_dim=3)), tmp_path / "other")
-    (tmp_path / "m" / "model.safetensors").write_bytes(
-        (tmp_path / "other" / "model.safetensors").read_bytes()
-    )
-    with pytest.raises(ModelFileError, match="do not fit"):
-        load_model(tmp_path / "m")
-    (tmp_path / "m" / "config.json").write_text("{not json")
-    with pytest.raises(ModelFileError, match="not a minrep model configuration"):
-        load_model(tmp_path / "m")
 
 
 def test_conditioning_column_t_conditions_displacement_t():
