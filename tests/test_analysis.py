@@ -1,5 +1,6 @@
 """Tests of minrep.analysis on latents with known answers."""
 
+import html
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from known_models import known_law_model
-from minrep import analysis, io, processes
+from minrep import analysis, datasets, io, processes
 from minrep.checkpoint import save_model
 from minrep.cli import app
 from minrep.model import VAE, ModelConfig
@@ -49,6 +50,24 @@ def test_readout_r2_perfect_code_and_noise():
     assert analysis.readout_r2(np.empty((4000, 0)), alpha) == 0.0
 
 
+def test_r_squared_is_the_one_r2():
+    rng = np.random.default_rng(5)
+    truth = rng.standard_normal(1000)
+    assert analysis.r_squared(truth, truth) == 1.0
+    assert analysis.r_squared(truth, np.full(1000, truth.mean())) == pytest.approx(0.0, abs=1e-12)
+    # An estimate off by noise of the truth's own variance explains nothing more than the mean.
+    noisy = truth + rng.standard_normal(1000) * truth.std()
+    assert analysis.r_squared(truth, noisy) == pytest.approx(0.0, abs=0.15)
+    # Missing estimates are left out of the error, not of the variance.
+    with_gap = truth.copy()
+    with_gap[:10] = np.nan
+    assert analysis.r_squared(truth, with_gap) == 1.0
+    # readout_r2 is that R^2 on the held-out half of readout.
+    code = np.stack([truth + 0.3 * rng.standard_normal(1000)], 1)
+    score, predicted, _ = analysis.readout(code, truth)
+    assert analysis.readout_r2(code, truth) == analysis.r_squared(truth[score], predicted)
+
+
 def test_readout_degree_follows_the_signal():
     """Cross-validation keeps every degree the target needs and the readout then reaches the
     noise floor: R^2 = 1 - noise variance / target variance."""
@@ -65,13 +84,16 @@ def test_readout_degree_follows_the_signal():
     assert analysis.choose_degree(rng.standard_normal((500, 6)), rng.standard_normal(500)) <= 4
 
 
-def test_evaluate_and_analyze_command(tmp_path):
+def test_analyze_command_and_the_nll_gap(tmp_path):
     torch.manual_seed(0)
-    data = processes.make_dataset(
+    data = datasets.make_dataset(
         "fbm", alpha=(0.5, 1.5), D=(1e-3, 1e-2), n_per_cell=20, n_positions=60, seed=2
     )
     model = VAE(ModelConfig(scale_equivariant=True, log_scale_mean=float(np.log(0.1)))).eval()
-    metrics = analysis.evaluate(model, data)
+    result = analysis.analyze(
+        model, data, progress=False, generation={"n_steps": 300, "max_lag": 100}
+    )
+    metrics = result.metrics
     exact = processes.exact_nll(data.displacements, "fbm", data.alpha, data.D, start=32)
     assert metrics["exact_nll_mean"] == pytest.approx(exact.mean())
     nll = analysis.model_nll(model, data)
@@ -119,33 +141,34 @@ def test_mig_and_dci_of_noise():
 
 
 def _zeros(data):
-    return np.zeros((len(data), 6), np.float32), np.ones(len(data), dtype=bool)
+    return np.zeros((len(data), 6), np.float32)
 
 
 def test_generated_statistics_of_a_known_law():
     """The hand-set decoder generates BM of D = STD^2 / 2 whatever the latent, so alpha_g = 1
     and D_g = D exactly in law; tolerances from the sampling spread (4 seeds measured)."""
     model, D = known_law_model(STD), STD**2 / 2
-    fbm = processes.make_dataset("fbm", alpha=(1.0,), D=(D,), n_per_cell=20, seed=0)
-    metrics, arrays = analysis.fbm_generation(model, fbm, *_zeros(fbm), n_steps=2000)
+    fbm = datasets.make_dataset("fbm", alpha=(1.0,), D=(D,), n_per_cell=20, seed=0)
+    generated = analysis.fbm_generation(model, fbm, _zeros(fbm), n_steps=2000)
+    metrics = generated.metrics
     # Measured over seeds 0-3: 0.001-0.015 at lags 1-20 and 0.09-0.12 at lags 380-400 (few
     # windows of 2,000 steps are averaged there).
     assert metrics["alpha_g_error_lags_1_20"] < 0.04
     assert metrics["alpha_g_error_lags_380_400"] < 0.25
-    assert arrays["alpha_g"].shape == (1, 398)
-    sbm = processes.make_dataset("sbm", alpha=(1.0,), D=(D,), n_per_cell=40, seed=0)
-    metrics, arrays = analysis.sbm_generation(model, sbm, *_zeros(sbm))
-    assert metrics["alpha_g_error"] < 0.05  # measured 0.002-0.018
+    assert generated.alpha_g.shape == (1, 398)
+    sbm = datasets.make_dataset("sbm", alpha=(1.0,), D=(D,), n_per_cell=40, seed=0)
+    generated = analysis.sbm_generation(model, sbm, _zeros(sbm))
+    assert generated.metrics["alpha_g_error"] < 0.05  # measured 0.002-0.018
     # D(t) from 40 x 399 values: relative standard error 0.011.
-    assert arrays["diffusion"][1.0]["generated"].mean() / D == pytest.approx(1, abs=0.04)
-    bm = processes.make_dataset("bm", D=(D,), n_per_cell=200, seed=0)
-    metrics, _ = analysis.bm_generation(model, bm, *_zeros(bm))
+    assert generated.diffusion[1.0].generated.mean() / D == pytest.approx(1, abs=0.04)
+    bm = datasets.make_dataset("bm", D=(D,), n_per_cell=200, seed=0)
+    metrics = analysis.bm_generation(model, bm, _zeros(bm)).metrics
     # log10 of mean(dx^2) / 2 over 399 steps has std sqrt(2 / 399) / ln 10 = 0.031 about the
     # truth, so E|error| = 0.798 * 0.031 = 0.0245, with a standard error of 0.0013 over 200.
     assert metrics["log10_D_g_error"] == pytest.approx(0.0245, abs=0.004)
     # And the measure sees a wrong D: inputs with 4 D give an error of log10 4 = 0.6.
-    wrong = processes.make_dataset("bm", D=(4 * D,), n_per_cell=200, seed=0)
-    metrics, _ = analysis.bm_generation(model, wrong, *_zeros(wrong))
+    wrong = datasets.make_dataset("bm", D=(4 * D,), n_per_cell=200, seed=0)
+    metrics = analysis.bm_generation(model, wrong, _zeros(wrong)).metrics
     assert metrics["log10_D_g_error"] == pytest.approx(np.log10(4), abs=0.05)
 
 
@@ -170,7 +193,7 @@ REQUIRED_METRICS = (
 
 def test_the_report_holds_its_figures_and_metrics(tmp_path):
     torch.manual_seed(0)
-    data = processes.make_dataset(
+    data = datasets.make_dataset(
         "sbm", alpha=(0.5, 1.0, 1.5), D=(1e-4, 1e-3, 1e-2), n_per_cell=12, seed=4
     )
     model = VAE(ModelConfig(scale_equivariant=True, log_scale_mean=float(np.log(0.03)))).eval()
@@ -191,6 +214,10 @@ def test_the_report_holds_its_figures_and_metrics(tmp_path):
     for key in REQUIRED_METRICS:
         assert key in metrics, key
     assert f"{metrics['nll_gap']:.4g}" in text
+    # Each kind of number stands beside its yardstick.
+    for kind in ("kl_per_latent", "r2", "nll_gap", "mig", "dci", "alpha_g_error"):
+        assert html.escape(analysis.YARDSTICKS[kind]) in text, kind
+    assert metrics["training_range_recorded"] is False and "assumed" in text
     # The best possible estimate sees SBM's ageing, which the TA-MSD fit ignores (measured
     # R^2 0.95 against 0.03 on these 54 scored trajectories).
     assert metrics["bayes_r2_alpha"]["all_steps"] > 0.9
@@ -199,9 +226,62 @@ def test_the_report_holds_its_figures_and_metrics(tmp_path):
     assert metrics["exact_nll_mean"] == pytest.approx(exact.mean())
 
 
+def test_training_range_given_recorded_or_assumed():
+    model = VAE(ModelConfig(scale_equivariant=True)).eval()
+    assumed = analysis.TrainingRange.of(model)
+    assert not assumed.recorded
+    assert assumed.to_dict() == {"alpha": [0.2, 1.8], "D": [pytest.approx(1e-5), 1e-2]}
+    model.training_range = {"alpha": [0.5, 1.0], "D": [1e-4, 1e-3]}
+    recorded = analysis.TrainingRange.of(model)
+    assert recorded.recorded and recorded.alpha == (0.5, 1.0) and recorded.D == (1e-4, 1e-3)
+    given = analysis.TrainingRange.of(model, {"alpha": (0.1, 0.2), "D": (1.0, 2.0)})
+    assert given.recorded and given.alpha == (0.1, 0.2)
+    assert list(recorded.contains("alpha", np.array([0.49, 0.5, 0.75, 1.0, 1.01]))) == [
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_a_model_is_judged_on_its_own_training_range():
+    """A model trained on alpha 0.5-1.0 is judged there: the headline numbers, the range in
+    metrics.json and the generation errors. The hand-set decoder generates BM (alpha_g = 1)
+    whatever the input, so the FBM error over the inputs of alpha 0.5 and 1.0 is about 0.25,
+    and about 0.33 over all three input alphas (what the paper's range would give)."""
+    model, D = known_law_model(STD), STD**2 / 2
+    model.training_range = {"alpha": [0.5, 1.0], "D": [D / 10, D * 10]}
+    data = datasets.make_dataset("fbm", alpha=(0.5, 1.0, 1.5), D=(D,), n_per_cell=8, seed=7)
+    result = analysis.analyze(
+        model, data, progress=False, generation={"n_steps": 1000, "per_alpha": 8}
+    )
+    m = result.metrics
+    assert m["n_in_training_range"] == 16 and m["n"] == 24
+    assert m["training_range"] == model.training_range and m["training_range_recorded"]
+    assert result.latents.mask.tolist() == (data.alpha <= 1.0).tolist()
+    g = result.generation
+    errors = np.abs(g.alpha_g_short - g.alphas)
+    assert m["generation"]["alpha_g_error_lags_1_20"] == pytest.approx(errors[:2].mean())
+    assert m["generation"]["alpha_g_error_lags_1_20"] == pytest.approx(0.25, abs=0.05)
+    # The generation function alone, without a range given, takes the model's as well.
+    alone = analysis.fbm_generation(model, data, result.latents.mu, n_steps=1000, per_alpha=8)
+    assert alone.metrics == m["generation"]
+    # The best possible estimates assume a prior on the training range: alpha in 0.5-1.0.
+    bayes = result.readouts.parameters["alpha"].bayes["all_steps"]
+    assert bayes.min() >= 0.5 and bayes.max() <= 1.0
+    # Without a recorded range: the paper's grid, which holds all three alphas.
+    model.training_range = None
+    assumed = analysis.analyze(
+        model, data, progress=False, generation={"n_steps": 300, "max_lag": 100}
+    )
+    assert not assumed.metrics["training_range_recorded"]
+    assert assumed.metrics["n_in_training_range"] == 24
+
+
 def test_analysis_refuses_bad_test_sets():
     model = VAE(ModelConfig(scale_equivariant=True)).eval()
-    two_d = processes.make_dataset("bm", D=(1e-3,), n_per_cell=4, dim=2)
+    two_d = datasets.make_dataset("bm", D=(1e-3,), n_per_cell=4, dim=2)
     with pytest.raises(io.TrajectoryFileError, match="dim 2, the model was trained on dim 1"):
         analysis.analyze(model, two_d, progress=False)
     unlabelled = io.Trajectories(two_d.displacements[:, :1])
@@ -210,7 +290,7 @@ def test_analysis_refuses_bad_test_sets():
 
 
 def test_analysis_of_a_set_with_one_D_reads_out_alpha_only():
-    data = processes.make_dataset("fbm", alpha=(0.5, 1.5), D=(1e-3,), n_per_cell=20, seed=6)
+    data = datasets.make_dataset("fbm", alpha=(0.5, 1.5), D=(1e-3,), n_per_cell=20, seed=6)
     model = VAE(ModelConfig(scale_equivariant=True, log_scale_mean=float(np.log(0.045)))).eval()
     result = analysis.analyze(model, data, progress=False, generation={"n_steps": 500})
     assert "r2_alpha" in result.metrics and "r2_log10_D" not in result.metrics

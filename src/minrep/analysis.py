@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from minrep import io, processes, stats
+from minrep import datasets, io, processes, stats
 from minrep.encode import encode
 from minrep.generate import generate_many
 from minrep.model import VAE, kl_to_prior, surviving
+from minrep.progress import bar
 
 
 def latent_statistics(mu: np.ndarray, logvar: np.ndarray) -> dict:
@@ -90,15 +90,22 @@ def readout(
     return score, design[score] @ coef, degree
 
 
+def r_squared(truth: np.ndarray, estimate: np.ndarray) -> float:
+    """Coefficient of determination of ``estimate`` against ``truth``: 1 - mean squared error
+    / variance of the truth (NaN estimates count as missing). 1 is perfect, 0 is no better
+    than the mean of the truth."""
+    return float(1 - np.nanmean((estimate - truth) ** 2) / np.var(truth))
+
+
 def readout_r2(
     features: np.ndarray, target: np.ndarray, degree: int | None = None, seed: int = 0
 ) -> float:
-    """R^2 on the held-out half of :func:`readout`: how much of a parameter the features
-    carry. With no feature it is about 0 by construction."""
+    """R^2 (:func:`r_squared`) on the held-out half of :func:`readout`: how much of a
+    parameter the features carry. With no feature it is about 0 by construction."""
     if features.shape[1] == 0:
         return 0.0
     score, predicted, _ = readout(features, target, degree, seed)
-    return float(1 - np.mean((target[score] - predicted) ** 2) / np.var(target[score]))
+    return r_squared(target[score], predicted)
 
 
 @torch.no_grad()
@@ -110,38 +117,10 @@ def model_nll(
     out = np.empty(len(data))
     device = next(model.parameters()).device
     starts = range(0, len(data), batch_size)
-    for lo in tqdm(starts, desc="likelihood", unit="batch", disable=not progress, leave=False):
+    for lo in bar(starts, desc="likelihood", enabled=progress, nested=True, unit="batch"):
         x = torch.from_numpy(data.displacements[lo : lo + batch_size]).to(device)
         out[lo : lo + batch_size] = model(x, sample=False)["nll"].cpu().numpy()
     return out
-
-
-def evaluate(model: VAE, data: io.Trajectories) -> dict:
-    """Surviving latents, readout R^2 of alpha and log10 D, and the NLL gap to the exact NLL
-    (steps ``receptive_field ..``) on a labelled set of one length."""
-    if data.is_ragged:
-        raise io.TrajectoryFileError("the analysis needs trajectories of one length")
-    latents = encode(model, data)
-    stats = latent_statistics(latents["mu"], latents["logvar"])
-    features = latents["mu"][:, stats["surviving"]]
-    result = {
-        "n": len(data),
-        "surviving_latents": stats["surviving"],
-        "kl_per_latent": stats["kl_per_latent"].tolist(),
-    }
-    if data.alpha is not None and np.ptp(data.alpha) > 0:
-        result["r2_alpha"] = readout_r2(features, data.alpha)
-    if data.D is not None and np.ptp(data.D) > 0:
-        result["r2_log10_D"] = readout_r2(features, np.log10(data.D))
-    nll = model_nll(model, data)
-    result["nll_mean"] = float(nll.mean())
-    if data.process in processes.PROCESSES and data.alpha is not None:
-        exact = processes.exact_nll(
-            data.displacements, data.process, data.alpha, data.D, start=model.receptive_field
-        )
-        result["exact_nll_mean"] = float(exact.mean())
-        result["nll_gap"] = result["nll_mean"] - result["exact_nll_mean"]
-    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,14 +198,56 @@ def dci(latents: np.ndarray, factors: np.ndarray, seed: int = 0) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The whole analysis of a model on a labelled test set (minrep analyze)
+# The training range: where a model is judged
 
-TRAINING_RANGE = {
-    "alpha": (min(processes.PRESETS["paper"].alpha), max(processes.PRESETS["paper"].alpha)),
-    "D": (min(processes.PRESETS["paper"].D), max(processes.PRESETS["paper"].D)),
+PAPER_TRAINING_RANGE = {
+    "alpha": (min(datasets.PRESETS["paper"].alpha), max(datasets.PRESETS["paper"].alpha)),
+    "D": (min(datasets.PRESETS["paper"].D), max(datasets.PRESETS["paper"].D)),
 }
-"""The parameter range of the paper's training grid. Headline metrics are computed inside it;
-the `paper-test` grid reaches beyond it to show extrapolation (Fig. 2a)."""
+"""The parameter range of the paper's training grid: the range of a model that did not record
+its own. The `paper-test` grid reaches beyond it to show extrapolation (Fig. 2a)."""
+
+
+@dataclass(frozen=True)
+class TrainingRange:
+    """The (alpha, D) range of a model's training data, inclusive; ``recorded`` is False when
+    it is assumed (the paper's grid) because the model did not record it."""
+
+    alpha: tuple[float, float]
+    D: tuple[float, float]
+    recorded: bool = True
+
+    @classmethod
+    def of(cls, model: VAE, given: dict | TrainingRange | None = None) -> TrainingRange:
+        """``given`` (``{"alpha": [lo, hi], "D": [lo, hi]}``), else the model's
+        ``training_range``, else the paper's grid (not recorded)."""
+        if isinstance(given, TrainingRange):
+            return given
+        recorded = given if given is not None else getattr(model, "training_range", None)
+        values = PAPER_TRAINING_RANGE if recorded is None else recorded
+        alpha, d = ((float(values[k][0]), float(values[k][1])) for k in ("alpha", "D"))
+        return cls(alpha, d, recorded is not None)
+
+    def contains(self, key: str, values: np.ndarray) -> np.ndarray:
+        """Which ``values`` of parameter ``key`` ("alpha" or "D") lie in the range."""
+        low, high = getattr(self, key)
+        return (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+
+    def judged(self, data: io.Trajectories) -> np.ndarray:
+        """The trajectories the headline numbers are computed on: those with every labelled
+        parameter in the range, or all of them when fewer than two are (a test set wholly
+        outside the range is judged on all of it)."""
+        mask = np.ones(len(data), dtype=bool)
+        for key in ("alpha", "D"):
+            values = getattr(data, key)
+            if values is not None:
+                mask &= self.contains(key, values)
+        return mask if mask.sum() >= 2 else np.ones(len(data), dtype=bool)
+
+    def to_dict(self) -> dict:
+        """``{"alpha": [lo, hi], "D": [lo, hi]}`` (as in ``metrics.json``)."""
+        return {"alpha": list(self.alpha), "D": list(self.D)}
+
 
 CLASSICAL_LAGS = stats.CLASSICAL_LAGS
 
@@ -243,35 +264,196 @@ YARDSTICKS = {
     "dci": "disentanglement, completeness, informativeness, each 0 (worst) to 1 (best)",
     "alpha_g_error": "mean |alpha of generated trajectories - alpha of the input|; the TA-MSD "
     "of exact trajectories of the same size reaches about 0.015",
+    "log10_D_g_error": "mean |log10 D of a generated trajectory - log10 D of its input's "
+    "label|; exact BM of the training length reaches about 0.025 (the spread of its own "
+    "mean squared displacement)",
+    "extrapolation": "mean |error| of log10 D outside the training range of D by a linear "
+    "readout fitted inside, next to the TA-MSD fit: close to it when the latent extrapolates",
 }
 """One line per reported number that says what a good value is (printed and in the report)."""
 
 
+# ---------------------------------------------------------------------------------------------
+# The phases of the analysis of a model on a labelled test set (minrep analyze)
+
+
 @dataclass
-class Analysis:
-    """``metrics`` (JSON-ready numbers) and ``arrays`` (what the figures draw)."""
+class LatentPhase:
+    """The encoded test set: posterior means of every trajectory and, over the trajectories
+    judged (``mask``), the statistics of :func:`latent_statistics`; ``kl_whole_set`` over all
+    of them (outside the training range a collapsed latent can wake up: extrapolation)."""
 
-    metrics: dict
-    arrays: dict
+    alpha: np.ndarray  # (n,) labels
+    D: np.ndarray  # (n,)
+    mu: np.ndarray  # (n, latent_dim)
+    mask: np.ndarray  # (n,) bool: judged (inside the training range)
+    surviving: list[int]
+    kl_per_latent: np.ndarray  # (latent_dim,)
+    var_mu: np.ndarray
+    mean_logvar: np.ndarray
+    kl_whole_set: np.ndarray
+
+    def metrics(self) -> dict:
+        return {
+            "surviving_latents": self.surviving,
+            "kl_per_latent": self.kl_per_latent.tolist(),
+            "var_mu": self.var_mu.tolist(),
+            "mean_logvar": self.mean_logvar.tolist(),
+            "kl_per_latent_whole_set": self.kl_whole_set.tolist(),
+        }
 
 
-def _in_range_values(values: np.ndarray, key: str, training_range: dict = TRAINING_RANGE):
-    """Which ``values`` of parameter ``key`` ("alpha" or "D") lie in the training range."""
-    low, high = training_range[key]
-    return (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+def latent_phase(model: VAE, data: io.Trajectories, mask: np.ndarray, progress=False):
+    """Encode ``data`` and the latent statistics over ``mask``: a :class:`LatentPhase`."""
+    latents = encode(model, data, progress=progress)
+    mu, logvar = latents["mu"], latents["logvar"]
+    judged = latent_statistics(mu[mask], logvar[mask])
+    return LatentPhase(
+        alpha=data.alpha,
+        D=data.D,
+        mu=mu,
+        mask=mask,
+        surviving=judged["surviving"],
+        kl_per_latent=judged["kl_per_latent"],
+        var_mu=judged["var_mu"],
+        mean_logvar=judged["mean_logvar"],
+        kl_whole_set=latent_statistics(mu, logvar)["kl_per_latent"],
+    )
 
 
-def _in_range(data: io.Trajectories, training_range: dict) -> np.ndarray:
-    """Which trajectories have every labelled parameter in the training range."""
-    mask = np.ones(len(data), dtype=bool)
-    for key in ("alpha", "D"):
-        values = getattr(data, key)
-        if values is not None:
-            mask &= _in_range_values(values, key, training_range)
-    return mask
+@dataclass
+class ParameterReadout:
+    """Estimates of one parameter on the scored half of the judged test set: the truth, the
+    latent readout, the TA-MSD fit and the best possible estimates (by steps used:
+    ``decoder_steps``, ``all_steps``; empty without an exact likelihood)."""
+
+    truth: np.ndarray
+    readout: np.ndarray
+    classical: np.ndarray
+    bayes: dict[str, np.ndarray]
+    degree: int
+
+    def metrics(self, name: str) -> dict:
+        out = {
+            f"r2_{name}": r_squared(self.truth, self.readout),
+            f"readout_degree_{name}": self.degree,
+            f"readout_mae_{name}": float(np.mean(np.abs(self.readout - self.truth))),
+            f"tamsd_mae_{name}": float(np.nanmean(np.abs(self.classical - self.truth))),
+            f"tamsd_r2_{name}": r_squared(self.truth, self.classical),
+        }
+        if self.bayes:
+            out[f"bayes_r2_{name}"] = {
+                steps: r_squared(self.truth, estimate) for steps, estimate in self.bayes.items()
+            }
+        return out
 
 
-def _cell_means(values: np.ndarray, alpha: np.ndarray, D: np.ndarray):  # noqa: N803
+@dataclass
+class ReadoutPhase:
+    """What the surviving latents say about alpha and log10 D (``parameters``, by name; a
+    parameter that does not vary in the judged set is left out), the extrapolation of D
+    (None when the test set stays inside), and MIG and DCI (None without a parameter)."""
+
+    parameters: dict[str, ParameterReadout]
+    extrapolation: dict | None
+    mig: float | None
+    dci: dict | None
+
+    def metrics(self) -> dict:
+        out = {}
+        for name, parameter in self.parameters.items():
+            out.update(parameter.metrics(name))
+        out["extrapolation"] = self.extrapolation
+        if self.mig is not None:
+            out["mig"], out["dci"] = self.mig, self.dci
+        return out
+
+
+def _bayes_estimates(data, mask, receptive_field, training_range, progress) -> dict:
+    """Posterior means of alpha and log10 D (:func:`minrep.stats.bayes_estimate`, uniform prior
+    on the training range) of the trajectories in ``mask``, from the steps the decoder predicts
+    (``decoder_steps``: what the latents can learn at best) and from all steps (``all_steps``:
+    what any estimator can reach at best). Empty for processes without an exact likelihood."""
+    if data.process not in processes.PROCESSES:
+        return {}
+    out = {}
+    for steps, start in (("decoder_steps", receptive_field), ("all_steps", 0)):
+        alpha, log10_d = stats.bayes_estimate(
+            data.displacements[mask],
+            data.process,
+            training_range.alpha,
+            training_range.D,
+            start=start,
+            progress=progress,
+        )
+        out[steps] = {"alpha": alpha, "log10_D": log10_d}
+    return out
+
+
+def _extrapolation(data, features, mask, training_range, d_hat) -> dict | None:
+    """log10 D outside the training range of D (alpha inside its range; Fig. 2a): a linear
+    readout fitted on all trajectories inside the training range, applied outside, next to
+    the TA-MSD fit on the same trajectories. None when the test set stays inside."""
+    outside = training_range.contains("alpha", data.alpha) & ~training_range.contains("D", data.D)
+    if not outside.any() or features.shape[1] == 0:
+        return None
+    design = np.column_stack([features, np.ones(len(features))])
+    target = np.log10(data.D)
+    coef, *_ = np.linalg.lstsq(design[mask], target[mask], rcond=None)
+    error = np.abs(design @ coef - target)
+    return {
+        "n_outside": int(outside.sum()),
+        "linear_readout_mae_log10_D_outside": float(error[outside].mean()),
+        "linear_readout_mae_log10_D_inside": float(error[mask].mean()),
+        "tamsd_mae_log10_D_outside": float(np.nanmean(np.abs(np.log10(d_hat) - target)[outside])),
+    }
+
+
+def readout_phase(
+    model: VAE,
+    data: io.Trajectories,
+    latents: LatentPhase,
+    training_range: TrainingRange,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+) -> ReadoutPhase:
+    """Readouts of alpha and log10 D from the surviving latents (:func:`readout`) on the
+    judged trajectories, against the TA-MSD fit and the best possible estimates; the
+    extrapolation of D; MIG and DCI of all latents."""
+    mask, kept = latents.mask, latents.surviving
+    alpha_hat, d_hat = stats.estimate_alpha_D(data.displacements, CLASSICAL_LAGS)
+    factors = {
+        name: (truth[mask], classical[mask])
+        for name, truth, classical in (
+            ("alpha", data.alpha, alpha_hat),
+            ("log10_D", np.log10(data.D), np.log10(d_hat)),
+        )
+        if np.ptp(truth[mask]) > 0  # a parameter that does not vary cannot be read out
+    }
+    features = latents.mu[mask][:, kept]
+    bayes = _bayes_estimates(data, mask, model.receptive_field, training_range, progress)
+    parameters = {}
+    for name, (truth, classical) in factors.items():
+        score, predicted, degree = readout(features, truth, seed=seed)
+        parameters[name] = ParameterReadout(
+            truth=truth[score],
+            readout=predicted,
+            classical=classical[score],
+            bayes={steps: estimate[name][score] for steps, estimate in bayes.items()},
+            degree=degree,
+        )
+    extrapolation = _extrapolation(data, latents.mu[:, kept], mask, training_range, d_hat)
+    mig_score = dci_scores = None
+    if factors:
+        mu, values = latents.mu[mask], np.stack([truth for truth, _ in factors.values()], 1)
+        mig_score = mig(mu, values)["mig"] if mu.shape[1] > 1 else float("nan")
+        scores = dci(mu, values, seed=seed)
+        dci_scores = {k: scores[k] for k in ("disentanglement", "completeness", "informativeness")}
+    return ReadoutPhase(parameters, extrapolation, mig_score, dci_scores)
+
+
+def _cell_means(values: np.ndarray, alpha: np.ndarray, D: np.ndarray):
     """Means of ``values`` (n, ...) over each (alpha, D) cell: (n_alpha, n_D, ...)."""
     alphas, a_index = np.unique(alpha, return_inverse=True)
     ds, d_index = np.unique(D, return_inverse=True)
@@ -282,6 +464,67 @@ def _cell_means(values: np.ndarray, alpha: np.ndarray, D: np.ndarray):  # noqa: 
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / counts.reshape(counts.shape + (1,) * (values.ndim - 1))
     return alphas, ds, means
+
+
+@dataclass
+class LikelihoodPhase:
+    """The model's NLL per predicted displacement (latent at its posterior mean) against the
+    exact one (None for processes without it): means over the judged trajectories, and per
+    (alpha, D) cell of the grid ``cell_alpha`` x ``cell_D``, with the mean latents there."""
+
+    nll_mean: float
+    exact_nll_mean: float | None
+    cell_alpha: np.ndarray  # (n_alpha,)
+    cell_D: np.ndarray  # (n_D,)
+    nll_cells: np.ndarray  # (n_alpha, n_D)
+    exact_nll_cells: np.ndarray | None  # (n_alpha, n_D)
+    mu_cells: np.ndarray  # (n_alpha, n_D, latent_dim)
+
+    def metrics(self) -> dict:
+        out = {"nll_mean": self.nll_mean}
+        if self.exact_nll_mean is not None:
+            out["exact_nll_mean"] = self.exact_nll_mean
+            out["nll_gap"] = self.nll_mean - self.exact_nll_mean
+        return out
+
+
+def likelihood_phase(
+    model: VAE, data: io.Trajectories, latents: LatentPhase, progress: bool = False
+) -> LikelihoodPhase:
+    """:func:`model_nll` and :func:`minrep.processes.exact_nll` (steps from the receptive
+    field on) of every trajectory, summarised as a :class:`LikelihoodPhase`."""
+    nll, mask = model_nll(model, data, progress=progress), latents.mask
+    exact = exact_mean = exact_cells = None
+    if data.process in processes.PROCESSES:
+        exact = processes.exact_nll(
+            data.displacements, data.process, data.alpha, data.D, start=model.receptive_field
+        )
+        exact_mean = float(exact[mask].mean())
+        exact_cells = _cell_means(exact, data.alpha, data.D)[2]
+    cell_alpha, cell_d, nll_cells = _cell_means(nll, data.alpha, data.D)
+    return LikelihoodPhase(
+        nll_mean=float(nll[mask].mean()),
+        exact_nll_mean=exact_mean,
+        cell_alpha=cell_alpha,
+        cell_D=cell_d,
+        nll_cells=nll_cells,
+        exact_nll_cells=exact_cells,
+        mu_cells=_cell_means(latents.mu, data.alpha, data.D)[2],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation: trajectories generated from the encoded test trajectories (Fig. 3)
+
+
+@dataclass
+class Curves:
+    """One statistic against lag or time: of generated trajectories, of their inputs (where
+    measured) and its exact value."""
+
+    generated: np.ndarray
+    exact: np.ndarray
+    input: np.ndarray | None = None
 
 
 def _pick(groups: np.ndarray, per_group: int, rng) -> np.ndarray:
@@ -297,14 +540,58 @@ def _nearest(values: np.ndarray, targets) -> list[float]:
     return sorted({float(values[np.argmin(np.abs(values - t))]) for t in targets})
 
 
+@dataclass
+class FBMGeneration:
+    """Fig. 3a, 3b. ``alpha_g`` (n_alphas, n_windows): exponent of the group TA-MSD over
+    sliding windows centred at ``window_centres``; ``alpha_g_short`` and ``alpha_g_long``
+    (n_alphas,): one fit over lags 1-20 and one over ``max_lag - 20`` .. ``max_lag``;
+    ``correlation``: displacement autocorrelation for a few input alphas."""
+
+    metrics: dict
+    alphas: np.ndarray
+    window_centres: np.ndarray
+    alpha_g: np.ndarray
+    alpha_g_short: np.ndarray
+    alpha_g_long: np.ndarray
+    max_lag: int
+    correlation: dict[float, Curves]
+    receptive_field: int
+
+
+def _fbm_correlation(data, rows, generated, shown, max_lag) -> dict[float, Curves]:
+    """Displacement autocorrelation up to ``max_lag`` of the generated trajectories, of all
+    test trajectories and the exact one, for each alpha in ``shown``."""
+    lags = np.arange(max_lag + 1)
+    return {
+        a: Curves(
+            generated=stats.displacement_autocorrelation(generated[data.alpha[rows] == a], max_lag),
+            input=stats.displacement_autocorrelation(data.displacements[data.alpha == a], max_lag),
+            exact=processes.fgn_autocovariance(a, lags) / processes.fgn_autocovariance(a, [0])[0],
+        )
+        for a in shown
+    }
+
+
 def fbm_generation(
-    model, data, mu, mask, *, n_steps=6000, per_alpha=20, max_lag=400, seed=0, progress=False
-) -> tuple[dict, dict]:
-    """Trajectories of ``n_steps`` generated from the encoded latents of ``per_alpha`` test
-    trajectories per alpha (Fig. 3a, 3b). The exponent alpha_g is read from the mean TA-MSD
-    (each divided by 2 D of its input) over sliding windows of three lags up to ``max_lag``,
-    and, as the paper's insets, from one fit over lags 1-20 (inside the receptive field) and
-    one over ``max_lag - 20`` .. ``max_lag`` (far beyond it), against the input alpha."""
+    model,
+    data,
+    mu,
+    *,
+    training_range: dict | TrainingRange | None = None,
+    n_steps=6000,
+    per_alpha=20,
+    max_lag=400,
+    seed=0,
+    progress=False,
+) -> FBMGeneration:
+    """Trajectories of ``n_steps`` generated from the encoded latents ``mu`` (n, latent_dim)
+    of ``per_alpha`` test trajectories per alpha (Fig. 3a, 3b). The exponent alpha_g is read
+    from the mean TA-MSD (each divided by 2 D of its input) over sliding windows of three lags
+    up to ``max_lag``, and, as the paper's insets, from one fit over lags 1-20 (inside the
+    receptive field) and one over ``max_lag - 20`` .. ``max_lag`` (far beyond it), against the
+    input alpha; the errors average over the alphas in the training range
+    (:meth:`TrainingRange.of`)."""
+    training_range = TrainingRange.of(model, training_range)
     rows = _pick(data.alpha, per_alpha, np.random.default_rng(seed))
     generated = generate_many(
         model, mu[rows], n_steps, seed=seed, batch_size=600, progress=progress
@@ -314,26 +601,10 @@ def fbm_generation(
     alphas, index = np.unique(data.alpha[rows], return_inverse=True)
     group_msd = np.stack([msd[index == i].mean(0) for i in range(len(alphas))])
     centres, alpha_g = stats.sliding_alpha(lags, group_msd, width=3)
-    # The insets of Fig. 3b: one power-law fit of the group TA-MSD over each range of lags.
     short, long = (lags >= 1) & (lags <= 20), (lags >= max_lag - 20) & (lags <= max_lag)
     alpha_short = stats.fit_power_law(lags[short], group_msd[:, short])[0]
     alpha_long = stats.fit_power_law(lags[long], group_msd[:, long])[0]
-    inside = _in_range_values(alphas, "alpha")
-    shown = _nearest(alphas, (0.4, 1.0, 1.6))
-    max_corr = min(100, data.n_steps - 1)
-    correlation = {
-        a: {
-            "generated": stats.displacement_autocorrelation(
-                generated[data.alpha[rows] == a], max_corr
-            ),
-            "input": stats.displacement_autocorrelation(
-                data.displacements[data.alpha == a], max_corr
-            ),
-            "exact": processes.fgn_autocovariance(a, np.arange(max_corr + 1))
-            / processes.fgn_autocovariance(a, [0])[0],
-        }
-        for a in shown
-    }
+    inside = training_range.contains("alpha", alphas)
     metrics = {
         "n_generated": int(len(rows)),
         "n_steps": int(n_steps),
@@ -342,105 +613,152 @@ def fbm_generation(
             np.mean(np.abs(alpha_long - alphas)[inside])
         ),
     }
-    arrays = {
-        "alphas": alphas,
-        "window_centres": centres,
-        "alpha_g": alpha_g,
-        "alpha_g_short": alpha_short,
-        "alpha_g_long": alpha_long,
-        "max_lag": max_lag,
-        "correlation": correlation,
-        "receptive_field": model.receptive_field,
-    }
-    return metrics, arrays
+    shown = _nearest(alphas, (0.4, 1.0, 1.6))
+    return FBMGeneration(
+        metrics=metrics,
+        alphas=alphas,
+        window_centres=centres,
+        alpha_g=alpha_g,
+        alpha_g_short=alpha_short,
+        alpha_g_long=alpha_long,
+        max_lag=max_lag,
+        correlation=_fbm_correlation(data, rows, generated, shown, min(100, data.n_steps - 1)),
+        receptive_field=model.receptive_field,
+    )
 
 
-def sbm_generation(model, data, mu, mask, *, per_cell=40, n_D=4, seed=0, progress=False):
-    """For every alpha and ``n_D`` values of D inside the training range, ``per_cell``
-    trajectories generated from encoded latents after their input's first receptive field of
-    displacements, to the training length (Fig. 3c, 3d). alpha_g
-    is read from the ageing of the lag-2 TEA-MSD over the last 55 % (:func:`stats.aging_alpha`),
-    the same estimator applied to the inputs for reference; D(t) against the exact
-    D ((t+1)^alpha - t^alpha)."""
-    ds = np.unique(data.D[mask])
-    chosen_D = ds[np.linspace(0, len(ds) - 1, min(n_D, len(ds))).round().astype(int)]
-    keep = np.isin(data.D, chosen_D)
-    cell = np.unique(np.stack([data.alpha, data.D], 1), axis=0, return_inverse=True)[1].ravel()
-    rng = np.random.default_rng(seed)
-    rows = np.flatnonzero(keep)[_pick(cell[keep], per_cell, rng)]
-    # SBM ages: where a displacement sits in time matters, and the decoder learned times from
-    # its receptive field on. So each trajectory keeps its input's first receptive-field
-    # displacements as context and the rest (the training length in all) is generated.
+@dataclass
+class SBMGeneration:
+    """Fig. 3c, 3d. ``alpha_g`` (n_alphas, n_D): the ageing exponent of the generated
+    trajectories per input (alpha, D) cell, ``alpha_input`` the same estimate of the inputs;
+    ``diffusion``: D(t) for a few alphas at D = ``D_shown``."""
+
+    metrics: dict
+    alphas: np.ndarray
+    D: np.ndarray
+    alpha_g: np.ndarray
+    alpha_input: np.ndarray
+    diffusion: dict[float, Curves]
+    D_shown: float
+    receptive_field: int
+
+
+def _sbm_generate(model, data, mu, rows, seed, progress) -> np.ndarray:
+    """SBM ages: where a displacement sits in time matters, and the decoder learned times from
+    its receptive field on. So each trajectory keeps its input's first receptive-field
+    displacements as context and the rest (the training length in all) is generated."""
     rf = model.receptive_field
     context = data.displacements[rows, :, :rf]
-    generated = np.concatenate(
-        [
-            context,
-            generate_many(
-                model,
-                mu[rows],
-                data.n_steps - rf,
-                context=context,
-                seed=seed,
-                batch_size=600,
-                progress=progress,
-            ),
-        ],
-        axis=-1,
+    rest = generate_many(
+        model,
+        mu[rows],
+        data.n_steps - rf,
+        context=context,
+        seed=seed,
+        batch_size=600,
+        progress=progress,
     )
-    alphas = np.unique(data.alpha)
-    alpha_g = np.full((len(alphas), len(chosen_D)), np.nan)
+    return np.concatenate([context, rest], axis=-1)
+
+
+def _sbm_aging(data, rows, generated, alphas, chosen_d) -> tuple[np.ndarray, np.ndarray]:
+    """The ageing exponent (:func:`minrep.stats.aging_alpha`) of the generated trajectories
+    and of their inputs per (alpha, D) cell, (n_alphas, n_D) each; NaN with under two."""
+    alpha_g = np.full((len(alphas), len(chosen_d)), np.nan)
     alpha_input = np.full_like(alpha_g, np.nan)
     for i, a in enumerate(alphas):
-        for j, d in enumerate(chosen_D):
+        for j, d in enumerate(chosen_d):
             sel = (data.alpha[rows] == a) & (data.D[rows] == d)
             if sel.sum() >= 2:
                 alpha_g[i, j] = stats.aging_alpha(generated[sel])
                 alpha_input[i, j] = stats.aging_alpha(data.displacements[rows[sel]])
-    inside = _in_range_values(alphas, "alpha")
-    d_mid = chosen_D[len(chosen_D) // 2]
-    shown = _nearest(alphas, (0.4, 1.0, 1.6))
+    return alpha_g, alpha_input
+
+
+def sbm_generation(
+    model,
+    data,
+    mu,
+    *,
+    training_range: dict | TrainingRange | None = None,
+    per_cell=40,
+    n_D=4,
+    seed=0,
+    progress=False,
+) -> SBMGeneration:
+    """For every alpha and ``n_D`` values of D inside the training range
+    (:meth:`TrainingRange.of`), ``per_cell`` trajectories generated from the encoded latents
+    ``mu`` after their input's first receptive field of displacements, to the training length
+    (Fig. 3c, 3d). alpha_g is read from the ageing of the lag-2 TEA-MSD over the last 55 %
+    (:func:`stats.aging_alpha`), the same estimator applied to the inputs for reference; D(t)
+    against the exact D ((t+1)^alpha - t^alpha)."""
+    training_range = TrainingRange.of(model, training_range)
+    ds = np.unique(data.D[training_range.judged(data)])
+    chosen_d = ds[np.linspace(0, len(ds) - 1, min(n_D, len(ds))).round().astype(int)]
+    keep = np.isin(data.D, chosen_d)
+    cell = np.unique(np.stack([data.alpha, data.D], 1), axis=0, return_inverse=True)[1].ravel()
+    rows = np.flatnonzero(keep)[_pick(cell[keep], per_cell, np.random.default_rng(seed))]
+    generated = _sbm_generate(model, data, mu, rows, seed, progress)
+    alphas = np.unique(data.alpha)
+    alpha_g, alpha_input = _sbm_aging(data, rows, generated, alphas, chosen_d)
+    inside = training_range.contains("alpha", alphas)
+    d_mid = chosen_d[len(chosen_d) // 2]
     t = np.arange(data.n_steps)
     diffusion = {
-        a: {
-            "generated": stats.diffusion_coefficient_t(
+        a: Curves(
+            generated=stats.diffusion_coefficient_t(
                 generated[(data.alpha[rows] == a) & (data.D[rows] == d_mid)]
             ),
-            "exact": d_mid * ((t + 1.0) ** a - t**a),
-        }
-        for a in shown
+            exact=d_mid * ((t + 1.0) ** a - t**a),
+        )
+        for a in _nearest(alphas, (0.4, 1.0, 1.6))
     }
     metrics = {
         "n_generated": int(len(rows)),
-        "context": f"the input's first {rf} displacements",
+        "context": f"the input's first {model.receptive_field} displacements",
         "alpha_g_error": float(np.nanmean(np.abs(alpha_g - alphas[:, None])[inside])),
         "alpha_input_estimator_error": float(
             np.nanmean(np.abs(alpha_input - alphas[:, None])[inside])
         ),
     }
-    arrays = {
-        "alphas": alphas,
-        "D": chosen_D,
-        "alpha_g": alpha_g,
-        "alpha_input": alpha_input,
-        "diffusion": diffusion,
-        "D_shown": d_mid,
-        "receptive_field": rf,
-    }
-    return metrics, arrays
+    return SBMGeneration(
+        metrics, alphas, chosen_d, alpha_g, alpha_input, diffusion, d_mid, model.receptive_field
+    )
 
 
-def bm_generation(model, data, mu, mask, *, per_D=200, seed=0, progress=False):
-    """Trajectories of the training length generated from the latents of ``per_D`` encoded
-    test trajectories per D; D of each from its mean squared displacement / 2 (the maximum
-    likelihood estimate for BM), against the input's label and the same estimate of the input."""
+@dataclass
+class BMGeneration:
+    """D of each generated trajectory (mean squared displacement / 2) against its input's
+    label and the same estimate of the input, (n_generated,) each."""
+
+    metrics: dict
+    D_label: np.ndarray
+    D_generated: np.ndarray
+    D_input: np.ndarray
+
+
+def bm_generation(
+    model,
+    data,
+    mu,
+    *,
+    training_range: dict | TrainingRange | None = None,
+    per_D=200,
+    seed=0,
+    progress=False,
+) -> BMGeneration:
+    """Trajectories of the training length generated from the latents ``mu`` of ``per_D``
+    encoded test trajectories per D; D of each from its mean squared displacement / 2 (the
+    maximum likelihood estimate for BM), against the input's label and the same estimate of
+    the input; the errors average over the inputs in the training range."""
+    inside_all = TrainingRange.of(model, training_range).judged(data)
     rows = _pick(data.D, per_D, np.random.default_rng(seed))
     generated = generate_many(
         model, mu[rows], data.n_steps, seed=seed, batch_size=600, progress=progress
     )
     d_generated = (generated.astype(np.float64) ** 2).mean(axis=(1, 2)) / 2
     d_input = (data.displacements[rows].astype(np.float64) ** 2).mean(axis=(1, 2)) / 2
-    inside = mask[rows]
+    inside = inside_all[rows]
     error = np.abs(np.log10(d_generated) - np.log10(data.D[rows]))
     metrics = {
         "n_generated": int(len(rows)),
@@ -449,71 +767,31 @@ def bm_generation(model, data, mu, mask, *, per_D=200, seed=0, progress=False):
             np.abs(np.log10(d_generated) - np.log10(d_input))[inside].mean()
         ),
     }
-    return metrics, {"D_label": data.D[rows], "D_generated": d_generated, "D_input": d_input}
+    return BMGeneration(metrics, data.D[rows], d_generated, d_input)
 
 
 GENERATION = {"fbm": fbm_generation, "sbm": sbm_generation, "bm": bm_generation}
 
 
-def _r2(truth: np.ndarray, estimate: np.ndarray) -> float:
-    """Coefficient of determination (NaN estimates count as missing)."""
-    return float(1 - np.nanmean((estimate - truth) ** 2) / np.var(truth))
+# ---------------------------------------------------------------------------------------------
+# The whole analysis
 
 
-def _bayes_estimates(data, mask, receptive_field, training_range, progress) -> dict:
-    """Posterior means of alpha and log10 D (:func:`minrep.stats.bayes_estimate`, uniform prior
-    on the training range) of the trajectories in ``mask``, from the steps the decoder predicts
-    (``decoder_steps``: what the latents can learn at best) and from all steps (``all_steps``:
-    what any estimator can reach at best). Empty for processes without an exact likelihood."""
-    if data.process not in processes.PROCESSES:
-        return {}
-    out = {}
-    for steps, start in (("decoder_steps", receptive_field), ("all_steps", 0)):
-        alpha, log10_d = stats.bayes_estimate(
-            data.displacements[mask],
-            data.process,
-            training_range["alpha"],
-            training_range["D"],
-            start=start,
-            progress=progress,
-        )
-        out[steps] = {"alpha": alpha, "log10_D": log10_d}
-    return out
+@dataclass
+class Analysis:
+    """``metrics`` (JSON-ready numbers, as in ``metrics.json``) and the phases the figures
+    draw: the training range judged on, latents, readouts, likelihood and generation (None
+    for a process without a generation check)."""
+
+    metrics: dict
+    training_range: TrainingRange
+    latents: LatentPhase
+    readouts: ReadoutPhase
+    likelihood: LikelihoodPhase
+    generation: FBMGeneration | SBMGeneration | BMGeneration | None
 
 
-def _extrapolation(data, features, mask, training_range, d_hat) -> dict | None:
-    """log10 D outside the training range of D (alpha inside its range; Fig. 2a): a linear
-    readout fitted on all trajectories inside the training range, applied outside, next to
-    the TA-MSD fit on the same trajectories. None when the test set stays inside."""
-    alpha_in = _in_range_values(data.alpha, "alpha", training_range)
-    outside = alpha_in & ~_in_range_values(data.D, "D", training_range)
-    if not outside.any() or features.shape[1] == 0:
-        return None
-    design = np.column_stack([features, np.ones(len(features))])
-    target = np.log10(data.D)
-    coef, *_ = np.linalg.lstsq(design[mask], target[mask], rcond=None)
-    error = np.abs(design @ coef - target)
-    return {
-        "n_outside": int(outside.sum()),
-        "linear_readout_mae_log10_D_outside": float(error[outside].mean()),
-        "linear_readout_mae_log10_D_inside": float(error[mask].mean()),
-        "tamsd_mae_log10_D_outside": float(np.nanmean(np.abs(np.log10(d_hat) - target)[outside])),
-    }
-
-
-def analyze(
-    model: VAE,
-    data: io.Trajectories,
-    *,
-    seed: int = 0,
-    progress: bool = True,
-    training_range: dict = TRAINING_RANGE,
-    generation: dict | None = None,
-) -> Analysis:
-    """Everything of ``minrep analyze`` for a model and a labelled test set of one length:
-    latent statistics, readouts against the classical TA-MSD fit, MIG and DCI, the NLL against
-    the exact one per (alpha, D) cell, and the statistics of trajectories generated from the
-    encoded test trajectories. Headline numbers are computed inside ``training_range``."""
+def _check_test_set(model: VAE, data: io.Trajectories) -> None:
     if data.is_ragged:
         raise io.TrajectoryFileError("the analysis needs trajectories of one length")
     if data.dim != model.config.dim:
@@ -522,102 +800,60 @@ def analyze(
         )
     if data.alpha is None or data.D is None:
         raise io.TrajectoryFileError("the analysis needs a labelled test set (alpha and D)")
-    steps = tqdm(total=5, desc="analyze", unit="step", disable=not progress)
 
-    steps.set_postfix_str("encode")
-    latents = encode(model, data, progress=progress)
-    mu = latents["mu"]
-    mask = _in_range(data, training_range)
-    if mask.sum() < 2:  # a test set wholly outside the range: judge on all of it
-        mask = np.ones(len(data), dtype=bool)
-    # The latents are judged on data like the training data; outside the training range a
-    # collapsed latent can wake up (extrapolation), reported as kl_per_latent_whole_set.
-    latent = latent_statistics(mu[mask], latents["logvar"][mask])
-    kept = latent["surviving"]
+
+def analyze(
+    model: VAE,
+    data: io.Trajectories,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    training_range: dict | None = None,
+    generation: dict | None = None,
+) -> Analysis:
+    """Everything of ``minrep analyze`` for a model and a labelled test set of one length:
+    latent statistics, readouts against the classical TA-MSD fit, MIG and DCI, the NLL against
+    the exact one per (alpha, D) cell, and the statistics of trajectories generated from the
+    encoded test trajectories (``generation``: keyword arguments of the process's generation
+    function, e.g. ``{"n_steps": 500}``). Headline numbers are computed inside the training
+    range: ``training_range`` (``{"alpha": [lo, hi], "D": [lo, hi]}``), else the model's
+    recorded one, else the paper's grid (``metrics["training_range_recorded"]`` False)."""
+    _check_test_set(model, data)
+    scope = TrainingRange.of(model, training_range)
+    mask = scope.judged(data)
+    with bar(total=4, desc="analyze", enabled=progress, unit="phase") as phases:
+        phases.set_postfix_str("latents")
+        latents = latent_phase(model, data, mask, progress)
+        phases.update()
+        phases.set_postfix_str("readouts")
+        readouts = readout_phase(model, data, latents, scope, seed=seed, progress=progress)
+        phases.update()
+        phases.set_postfix_str("likelihood")
+        likelihood = likelihood_phase(model, data, latents, progress)
+        phases.update()
+        phases.set_postfix_str("generation")
+        generated = None
+        if data.process in GENERATION:
+            generated = GENERATION[data.process](
+                model,
+                data,
+                latents.mu,
+                training_range=scope,
+                seed=seed,
+                progress=progress,
+                **(generation or {}),
+            )
+        phases.update()
     metrics = {
         "process": data.process,
         "n": int(len(data)),
         "n_in_training_range": int(mask.sum()),
-        "training_range": {k: list(v) for k, v in training_range.items()},
-        "surviving_latents": kept,
-        "kl_per_latent": latent["kl_per_latent"].tolist(),
-        "var_mu": latent["var_mu"].tolist(),
-        "mean_logvar": latent["mean_logvar"].tolist(),
-        "kl_per_latent_whole_set": latent_statistics(mu, latents["logvar"])[
-            "kl_per_latent"
-        ].tolist(),
+        "training_range": scope.to_dict(),
+        "training_range_recorded": scope.recorded,
+        **latents.metrics(),
+        **readouts.metrics(),
+        **likelihood.metrics(),
     }
-    steps.update()
-
-    steps.set_postfix_str("readout")
-    alpha_hat, d_hat = stats.estimate_alpha_D(data.displacements, CLASSICAL_LAGS)
-    factors = {"alpha": (data.alpha, alpha_hat), "log10_D": (np.log10(data.D), np.log10(d_hat))}
-    for name in list(factors):  # a parameter that does not vary cannot be read out
-        if np.ptp(factors[name][0][mask]) == 0:
-            del factors[name]
-    features = mu[mask][:, kept]
-    bayes = _bayes_estimates(data, mask, model.receptive_field, training_range, progress)
-    readouts = {}
-    for name, (truth, classical) in factors.items():
-        score, predicted, degree = readout(features, truth[mask], seed=seed)
-        truth_scored, classical_scored = truth[mask][score], classical[mask][score]
-        metrics[f"r2_{name}"] = _r2(truth_scored, predicted)
-        metrics[f"readout_degree_{name}"] = degree
-        metrics[f"readout_mae_{name}"] = float(np.mean(np.abs(predicted - truth_scored)))
-        metrics[f"tamsd_mae_{name}"] = float(np.nanmean(np.abs(classical_scored - truth_scored)))
-        metrics[f"tamsd_r2_{name}"] = _r2(truth_scored, classical_scored)
-        if bayes:
-            metrics[f"bayes_r2_{name}"] = {
-                steps: _r2(truth_scored, estimate[name][score]) for steps, estimate in bayes.items()
-            }
-        readouts[name] = {
-            "truth": truth_scored,
-            "readout": predicted,
-            "classical": classical_scored,
-            **{f"bayes_{steps}": estimate[name][score] for steps, estimate in bayes.items()},
-        }
-    metrics["extrapolation"] = _extrapolation(data, mu[:, kept], mask, training_range, d_hat)
-    if factors:
-        factor_values = np.stack([truth[mask] for truth, _ in factors.values()], 1)
-        metrics["mig"] = mig(mu[mask], factor_values)["mig"] if mu.shape[1] > 1 else float("nan")
-        scores = dci(mu[mask], factor_values, seed=seed)
-        metrics["dci"] = {
-            k: scores[k] for k in ("disentanglement", "completeness", "informativeness")
-        }
-    steps.update()
-
-    steps.set_postfix_str("likelihood")
-    nll = model_nll(model, data, progress=progress)
-    arrays = {
-        "alpha": data.alpha,
-        "D": data.D,
-        "mu": mu,
-        "surviving": kept,
-        "mask": mask,
-        "readouts": readouts,
-        "training_range": training_range,
-    }
-    metrics["nll_mean"] = float(nll[mask].mean())
-    if data.process in processes.PROCESSES:
-        exact = processes.exact_nll(
-            data.displacements, data.process, data.alpha, data.D, start=model.receptive_field
-        )
-        metrics["exact_nll_mean"] = float(exact[mask].mean())
-        metrics["nll_gap"] = metrics["nll_mean"] - metrics["exact_nll_mean"]
-        arrays["exact_nll_cells"] = _cell_means(exact, data.alpha, data.D)[2]
-    cell_alpha, cell_D, arrays["nll_cells"] = _cell_means(nll, data.alpha, data.D)
-    arrays["mu_cells"] = _cell_means(mu, data.alpha, data.D)[2]
-    arrays["cell_alpha"], arrays["cell_D"] = cell_alpha, cell_D
-    steps.update()
-
-    steps.set_postfix_str("generate")
-    if data.process in GENERATION:
-        generated_metrics, arrays["generation"] = GENERATION[data.process](
-            model, data, mu, mask, seed=seed, progress=progress, **(generation or {})
-        )
-        metrics["generation"] = generated_metrics
-    steps.update()
-    steps.set_postfix_str("done")
-    steps.update()
-    steps.close()
-    return Analysis(metrics, arrays)
+    if generated is not None:
+        metrics["generation"] = generated.metrics
+    return Analysis(metrics, scope, latents, readouts, likelihood, generated)
