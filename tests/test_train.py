@@ -1,5 +1,6 @@
-"""Tests of minrep.train and minrep.encode: schedules, batching, the run directory, resume,
-the non-finite-loss stop, data-parallel training, and encoding of variable-length tracks."""
+"""Tests of minrep.train: the training configuration, batching, the run directory (history,
+training range, progress), resume (also of runs written before TrainConfig), the
+non-finite-loss stop, data-parallel training and the learning-rate finder."""
 
 import csv
 import json
@@ -14,13 +15,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from minrep import io, processes, train
-from minrep.checkpoint import load_model
+from minrep import datasets, io, processes, train
+from minrep.checkpoint import PRETRAINED, load_model, read_config
 from minrep.cli import app
-from minrep.encode import EncodingError, encode
-from minrep.model import VAE, ModelConfig
+from minrep.model import SURVIVAL_KL, VAE, ModelConfig
+from minrep.schedule import PRESETS, Plan, Stage
+from minrep.train import TrainConfig, TrainingError
 
-TWO_STAGES = train.Plan([train.Stage(1, 0.0), train.Stage(1, 1e-3, 1e-4, "constant")])
+TWO_STAGES = Plan([Stage(1, 0.0), Stage(1, 1e-3, 1e-4, "constant")])
+
+
+def config(**values) -> TrainConfig:
+    """A training configuration for the tiny set: batches of 32."""
+    return TrainConfig(**{"batch_size": 32, **values})
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +38,7 @@ def _single_thread():
 @pytest.fixture(scope="module")
 def tiny():
     """144 FBM trajectories of 49 displacements: a training epoch takes well under a second."""
-    return processes.make_dataset(
+    return datasets.make_dataset(
         "fbm", alpha=(0.5, 1.5), D=(1e-3, 1e-2), n_per_cell=36, n_positions=50, seed=3
     )
 
@@ -46,43 +53,65 @@ def read_history(run_dir):
         return list(csv.DictReader(handle))
 
 
-# -- schedules --------------------------------------------------------------------------------
+def recorded(run_dir) -> TrainConfig:
+    """The training configuration a run directory's config.json records."""
+    return TrainConfig.from_dict(read_config(run_dir)["training"])
 
 
-def test_beta_schedules():
-    assert train.Constant(3e-3)(7.5) == 3e-3
-    ramp = train.LinearRamp(1e-4, 5e-3, 4)
-    assert ramp(0) == 1e-4 and ramp(2) == pytest.approx(2.55e-3) and ramp(9) == 5e-3
-    geometric = train.GeometricRamp(1e-4, 1e-2, 2)
-    assert geometric(1) == pytest.approx(1e-3) and geometric(5) == pytest.approx(1e-2)
-    for schedule in (ramp, geometric, train.Constant(0.5)):
-        assert train.schedule_from_dict(train.schedule_to_dict(schedule)) == schedule
-        values = [schedule(e) for e in np.linspace(0, 6, 50)]
-        assert np.all(np.diff(values) >= 0)  # annealing only ever increases beta
+# -- the training configuration -----------------------------------------------------------
 
 
-def test_one_cycle_shape():
-    peak = 1e-3
-    assert train.one_cycle(0.0, peak) == pytest.approx((peak / 25, 0.95))
-    assert train.one_cycle(0.25, peak) == pytest.approx((peak, 0.85))
-    assert train.one_cycle(1.0, peak) == pytest.approx((peak / 1e5, 0.95))
-    rates = [train.one_cycle(f, peak)[0] for f in np.linspace(0, 1, 101)]
-    assert max(rates) == pytest.approx(peak) and np.argmax(rates) == 25
+def test_train_config_json_round_trip_and_clear_errors():
+    plan = Plan([Stage(2, 0.0), Stage(1, 1e-3, 2e-4, "constant")])
+    given = TrainConfig(plan=plan, batch_size=64, seed=3, max_epochs=2, devices="auto")
+    assert TrainConfig.from_dict(json.loads(json.dumps(given.to_dict()))) == given
+    assert TrainConfig.from_dict({}) == TrainConfig()  # missing keys take their defaults
+    with pytest.raises(TrainingError, match="unknown training configuration keys: batchsize"):
+        TrainConfig.from_dict({"batchsize": 64})
+    with pytest.raises(TrainingError, match="batch_size must be an integer >= 1, got '64'"):
+        TrainConfig.from_dict({"batch_size": "64"})
+    with pytest.raises(TrainingError, match="val_fraction must be a number between 0 and 1"):
+        TrainConfig(val_fraction=1.0)
+    with pytest.raises(TrainingError, match="max_epochs must be an integer >= 1 or null"):
+        TrainConfig(max_epochs=0)
+    with pytest.raises(TrainingError, match="unknown preset 'fast'"):
+        TrainConfig(preset="fast")
+    with pytest.raises(TrainingError, match="plan is not a plan"):
+        TrainConfig.from_dict({"plan": {"stages": [{"epochs": 1, "bta": 0.0}]}})
 
 
-def test_plan_stages_and_presets():
-    paper = train.PRESETS["paper"]
-    assert paper.epochs == 144 and paper.stage_ends() == [64, 80, 96, 112, 128, 144]
-    assert paper.at(10)["beta"] == 0 and paper.at(64.5)["beta"] == 1e-4
-    assert paper.at(143.9)["beta"] == 4e-3
-    assert paper.at(64.0)["lr"] == pytest.approx(1e-3 / 25)  # a new one-cycle per stage
-    for name, plan in train.PRESETS.items():
-        betas = [plan.at(e)["beta"] for e in np.linspace(0, plan.epochs - 1e-6, 400)]
-        assert np.all(np.diff(betas) >= 0), name
-        assert betas[0] == 0.0, name  # beta = 0 first, until the reconstruction converges
-    assert train.Plan.from_dict(paper.to_dict()).to_dict() == paper.to_dict()
-    with pytest.raises(ValueError, match="learning-rate policy"):
-        train.Stage(1, 0.0, policy="cyclic")
+def test_resolved_config_spells_out_the_plan():
+    quick = TrainConfig().resolved()
+    assert quick.plan == PRESETS["quick"] and quick.preset == "quick"
+    assert quick.resolved() == quick
+    faster = TrainConfig(lr=2e-3).resolved()  # the learning rate is folded into the plan
+    assert faster.lr is None and faster.preset is None
+    assert [s.lr for s in faster.plan.stages] == pytest.approx([2e-3] * 6)
+    assert faster.resolved() == faster  # and not applied twice
+    custom = TrainConfig(plan=TWO_STAGES).resolved()
+    assert custom.plan == TWO_STAGES and custom.preset is None
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PRETRAINED.iterdir() if p.is_dir()))
+def test_shipped_models_training_sections_load(name):
+    section = read_config(name)["training"]
+    config = TrainConfig.from_dict(section)
+    assert config.plan == Plan.from_dict(section["plan"]) and config.seed == section["seed"]
+    assert config.resolved().plan == config.plan  # what a resume would follow
+
+
+def test_training_range_of_the_labels(tiny):
+    assert train.training_range(tiny) == {"alpha": [0.5, 1.5], "D": [1e-3, 1e-2]}
+    bm = datasets.make_dataset("bm", D=(1e-4, 1e-3), n_per_cell=2, n_positions=40)
+    assert train.training_range(bm) == {"alpha": [1.0, 1.0], "D": [1e-4, 1e-3]}
+    no_alpha = io.Trajectories(bm.displacements, {"D": bm.D}, {"process": "bm"})
+    assert train.training_range(no_alpha)["alpha"] == [1.0, 1.0]  # Brownian: alpha = 1
+    assert train.training_range(io.Trajectories(bm.displacements)) is None
+    fbm_without_alpha = io.Trajectories(tiny.displacements, {"D": tiny.D}, {"process": "fbm"})
+    assert train.training_range(fbm_without_alpha) is None
+
+
+# -- batching ---------------------------------------------------------------------------------
 
 
 def test_batches_cover_each_trajectory_once_per_epoch():
@@ -154,13 +183,13 @@ def test_keep_freed_memory_stops_the_page_faults_of_each_step():
 
 def test_training_writes_the_run_directory(tiny, tmp_path):
     run = tmp_path / "run"
-    result = train.train(tiny, run, plan=TWO_STAGES, batch_size=32, progress=False)
+    result = train.train(tiny, run, config(plan=TWO_STAGES), progress=False)
     history = read_history(run)
     assert [int(r["epoch"]) for r in history] == [1, 2]
     assert [float(r["beta"]) for r in history] == [0.0, 1e-3]
     kl = [float(history[-1][f"kl_{i}"]) for i in range(6)]
     assert float(history[-1]["val_kl"]) == pytest.approx(sum(kl), rel=1e-6)
-    survivors = [i for i, v in enumerate(kl) if v > train.SURVIVAL_KL]
+    survivors = [i for i, v in enumerate(kl) if v > SURVIVAL_KL]
     assert history[-1]["surviving"] == " ".join(map(str, survivors))
     expected = processes.exact_nll(*_val_arrays(tiny), start=32).mean()
     assert float(history[0]["val_exact_nll"]) == pytest.approx(expected, rel=1e-9)
@@ -173,7 +202,17 @@ def test_training_writes_the_run_directory(tiny, tmp_path):
         "stages/stage-2/config.json",
     ):
         assert (run / name).is_file(), name
+    # Epochs' own durations and the time since the run began; the latter includes setup.
+    epoch_seconds = [float(r["epoch_seconds"]) for r in history]
+    elapsed = [float(r["elapsed_seconds"]) for r in history]
+    assert "seconds" not in history[0] and min(epoch_seconds) > 0
+    assert elapsed[0] >= epoch_seconds[0] and elapsed[1] - elapsed[0] >= epoch_seconds[1]
+    # config.json: the training settings as run, and the data's label range.
+    assert recorded(run) == config(plan=TWO_STAGES, preset=None)
+    grid = {"alpha": [0.5, 1.5], "D": [1e-3, 1e-2]}
+    assert read_config(run)["data"]["training_range"] == grid
     model = load_model(run)
+    assert model.training_range == grid and result.model.training_range == grid
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert model.config.log_scale_mean == pytest.approx(
@@ -188,13 +227,17 @@ def test_training_writes_the_run_directory(tiny, tmp_path):
     )
 
 
-def test_training_can_start_from_a_trained_model(tiny, tmp_path):
-    first = train.train(tiny, tmp_path / "a", plan=TWO_STAGES, batch_size=32, progress=False)
+def test_training_can_start_from_a_trained_model(tiny, tmp_path, monkeypatch):
+    allocator_calls = []
+    monkeypatch.setattr(train, "keep_freed_memory", lambda: allocator_calls.append(1) or True)
+    first = train.train(tiny, tmp_path / "a", config(plan=TWO_STAGES), progress=False)
     # A learning rate of 1e-12 leaves the weights where they started: the loaded model's.
-    still = train.Plan([train.Stage(1, 4e-3, 1e-12, "constant")])
+    still = Plan([Stage(1, 4e-3, 1e-12, "constant")])
     second = train.train(
-        tiny, tmp_path / "b", plan=still, init=tmp_path / "a", batch_size=32, progress=False
+        tiny, tmp_path / "b", config(plan=still, init=tmp_path / "a"), progress=False
     )
+    assert not allocator_calls  # the library leaves the process's allocator alone
+    assert recorded(tmp_path / "b").init == str(tmp_path / "a")
     assert second.model.config == first.model.config
     pairs = zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True)
     for a, b in pairs:
@@ -210,6 +253,7 @@ def test_training_can_start_from_a_trained_model(tiny, tmp_path):
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "c"), "--init", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
     assert read_history(tmp_path / "c")[0]["beta"] == "0.004"
+    assert allocator_calls == [1]  # the command sets it, once
     plan_file.write_text("{}")
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "d")])
     assert result.exit_code == 2 and "not a training plan" in result.output
@@ -223,13 +267,13 @@ def _val_arrays(data):
 
 def test_max_epochs_stops_early_and_resume_finishes_the_plan(tiny, tmp_path):
     run = tmp_path / "run"
-    plan = train.Plan([train.Stage(3, 0.0)])
-    train.train(tiny, run, plan=plan, batch_size=32, max_epochs=1, progress=False)
+    plan = Plan([Stage(3, 0.0)])
+    train.train(tiny, run, config(plan=plan, max_epochs=1), progress=False)
     before = read_history(run)
     assert len(before) == 1
     assert not (run / "model.safetensors").exists() or load_model(run)  # exported when done
-    with pytest.raises(train.TrainingError, match="holds a run already"):
-        train.train(tiny, run, plan=plan, batch_size=32, progress=False)
+    with pytest.raises(TrainingError, match="holds a run already"):
+        train.train(tiny, run, config(plan=plan), progress=False)
     train.train(tiny, run, resume=True, progress=False)
     after = read_history(run)
     assert [int(r["epoch"]) for r in after] == [1, 2, 3]
@@ -237,21 +281,91 @@ def test_max_epochs_stops_early_and_resume_finishes_the_plan(tiny, tmp_path):
     # The schedule continues where it stopped: the same beta and learning rates as a run
     # that was never interrupted.
     straight = tmp_path / "straight"
-    train.train(tiny, straight, plan=plan, batch_size=32, progress=False)
+    train.train(tiny, straight, config(plan=plan), progress=False)
     for column in ("stage", "beta", "lr"):
         assert [r[column] for r in after] == [r[column] for r in read_history(straight)]
-    other = processes.make_dataset(
+    other = datasets.make_dataset(
         "fbm", alpha=(0.5,), D=(1e-3,), n_per_cell=144, n_positions=50, seed=9
     )
-    with pytest.raises(train.TrainingError, match="not the data of"):
+    with pytest.raises(TrainingError, match="not the data of"):
         train.train(other.subset(np.arange(100)), run, resume=True, progress=False)
-    with pytest.raises(train.TrainingError, match="nothing to resume"):
+    with pytest.raises(TrainingError, match="nothing to resume"):
         train.train(tiny, tmp_path / "other", resume=True, progress=False)
+
+
+def test_each_history_row_has_its_own_epochs_training_loss(tiny, tmp_path, monkeypatch):
+    losses = []  # (loss, batch size) of every training step, in order
+    original = VAE.loss
+
+    def loss(self, x, beta):
+        value, terms = original(self, x, beta)
+        losses.append((value.item(), len(x)))
+        return value, terms
+
+    monkeypatch.setattr(VAE, "loss", loss)
+    run = tmp_path / "run"
+    train.train(tiny, run, config(plan=Plan([Stage(3, 0.0)]), max_epochs=1), progress=False)
+    train.train(tiny, run, resume=True, progress=False)  # epochs 2 and 3
+    per_epoch = int(np.ceil(len(train.split(len(tiny), 0.2, 0)[0]) / 32))
+    assert len(losses) == 3 * per_epoch
+    for row in read_history(run):
+        steps = losses[(int(row["epoch"]) - 1) * per_epoch : int(row["epoch"]) * per_epoch]
+        mean = sum(v * n for v, n in steps) / sum(n for _, n in steps)
+        # The first epoch too (it was NaN), and the first after the resume (it was the
+        # previous epoch's).
+        assert float(row["train_loss"]) == pytest.approx(mean, rel=1e-5), row["epoch"]
+
+
+def test_a_run_begun_before_train_config_resumes(tiny, tmp_path):
+    """config.json as the shipped models have it (no hardware keys, no training range) and
+    history rows with ``seconds``: resumed, the run records today's keys and columns."""
+    run = tmp_path / "run"
+    train.train(tiny, run, config(plan=Plan([Stage(2, 0.0)]), max_epochs=1), progress=False)
+    document = read_config(run)
+    old_keys = ("plan", "preset", "batch_size", "val_fraction", "seed", "max_epochs")
+    document["training"] = {k: document["training"][k] for k in old_keys}
+    del document["data"]["training_range"]
+    (run / "config.json").write_text(json.dumps(document))
+    path = run / "checkpoints" / "last.ckpt"
+    state = torch.load(path, weights_only=False)
+    [rows] = [v["rows"] for k, v in state["callbacks"].items() if "RunDirectory" in k]
+    for row in rows:
+        row["seconds"] = row.pop("elapsed_seconds") + 100.0  # an earlier part of the run
+        del row["epoch_seconds"]
+    torch.save(state, path)
+    train.train(tiny, run, resume=True, progress=False)
+    history = read_history(run)
+    assert [int(r["epoch"]) for r in history] == [1, 2] and "seconds" not in history[0]
+    assert float(history[0]["epoch_seconds"]) == float(history[0]["elapsed_seconds"]) > 100
+    assert (
+        float(history[1]["elapsed_seconds"])
+        > float(history[0]["elapsed_seconds"]) + float(history[1]["epoch_seconds"]) - 1e-9
+    )
+    assert recorded(run) == config(plan=Plan([Stage(2, 0.0)]), preset=None)
+    assert load_model(run).training_range == {"alpha": [0.5, 1.5], "D": [1e-3, 1e-2]}
+
+
+def test_progress_counts_epochs_from_one(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "interactive", lambda: False)  # stderr to a file or a pipe
+    train.train(tiny, tmp_path / "lines", config(plan=TWO_STAGES), progress=True)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    history = read_history(tmp_path / "lines")
+    assert len(lines) == 2 and "\r" not in err  # one line per epoch, no bar
+    for line, row in zip(lines, history, strict=True):
+        assert line.startswith(f"epoch {row['epoch']}/2 (stage {row['stage']}, beta ")
+        assert f"held-out NLL {float(row['val_nll']):.4f}" in line
+        assert f"{row['n_surviving']} surviving latents [{row['surviving']}]" in line
+        assert line.endswith(f", {float(row['epoch_seconds']):.1f} s")
+    monkeypatch.setattr(train, "interactive", lambda: True)  # a terminal: Lightning's bar
+    train.train(tiny, tmp_path / "bar", config(plan=TWO_STAGES), progress=True)
+    bar = capsys.readouterr().out
+    assert "Epoch 1/2" in bar and "Epoch 2/2" in bar and "Epoch 0" not in bar
 
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_losing_at_most_one_epoch(tmp_path):
-    data = processes.make_dataset(
+    data = datasets.make_dataset(
         "fbm", alpha=(0.5, 1.5), D=(1e-3,), n_per_cell=400, n_positions=60, seed=5
     )
     path = io.save_npz(data, tmp_path / "data.npz")
@@ -273,7 +387,7 @@ def test_a_killed_run_resumes_losing_at_most_one_epoch(tmp_path):
     before = read_history(run)
     done = len(before)
     assert done >= 2
-    train.train(data, run, resume=True, max_epochs=done + 2, progress=False)
+    train.train(data, run, TrainConfig(max_epochs=done + 2), resume=True, progress=False)
     after = read_history(run)
     epochs = [int(r["epoch"]) for r in after]
     assert epochs == list(range(1, done + 3))
@@ -296,10 +410,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path
         return value, terms
 
     monkeypatch.setattr(VAE, "loss", loss)
-    with pytest.raises(train.TrainingError, match=r"non-finite loss .* epoch 2, batch 3"):
-        train.train(
-            tiny, run, plan=train.Plan([train.Stage(3, 0.0)]), batch_size=32, progress=False
-        )
+    with pytest.raises(TrainingError, match=r"non-finite loss .* epoch 2, batch 3"):
+        train.train(tiny, run, config(plan=Plan([Stage(3, 0.0)])), progress=False)
     before = read_history(run)
     assert len(before) == 1
     assert not (run / "model.safetensors").exists()  # no untrained model left to load
@@ -311,12 +423,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path
 
 def test_bad_training_input_is_refused_before_training(tiny, tmp_path):
     ragged = io.Trajectories(np.ones((20, 1, 60)), lengths=np.r_[np.full(10, 60), np.full(10, 50)])
-    with pytest.raises(train.TrainingError, match="one length"):
+    with pytest.raises(TrainingError, match="one length"):
         train.train(ragged, tmp_path / "a", progress=False)
-    short = processes.make_dataset("bm", n_per_cell=2, n_positions=30)
+    short = datasets.make_dataset("bm", n_per_cell=2, n_positions=30)
     with pytest.raises(io.TrajectoryFileError, match="minimum of 33 displacements"):
         train.train(short, tmp_path / "b", progress=False)
-    with pytest.raises(train.TrainingError, match="dim 1, the model expects 2"):
+    with pytest.raises(TrainingError, match="dim 1, the model expects 2"):
         train.train(tiny, tmp_path / "c", model_config=ModelConfig(dim=2), progress=False)
     not_a_dataset = tmp_path / "x.npz"
     not_a_dataset.write_text("hello")
@@ -354,7 +466,7 @@ def test_data_parallel_training_on_two_cpu_processes(tiny, tmp_path):
     assert [int(r["epoch"]) for r in history] == [1, 2]
     # 115 training trajectories in batches of 16: 8 batches, 4 per process. The learning
     # rate of each epoch's last step is the plan's at 3/4 of the epoch (not 7/8).
-    plan = train.PRESETS["quick"]
+    plan = PRESETS["quick"]
     for row in history:
         expected = plan.at(int(row["epoch"]) - 1 + 3 / 4)["lr"]
         assert float(row["lr"]) == pytest.approx(expected, rel=1e-9)
@@ -378,79 +490,3 @@ def test_learning_rate_finder(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert "suggested learning rate" in result.output
     assert (tmp_path / "lr" / "figures" / "lr_find.png").is_file()
-
-
-# -- encoding ---------------------------------------------------------------------------------
-
-
-def test_encode_variable_length_tracks(tmp_path):
-    model = VAE(ModelConfig(dim=2)).eval()
-    run = tmp_path / "model"
-    from minrep.checkpoint import save_model
-
-    save_model(model, run)
-    parts = [
-        processes.make_dataset(
-            "fbm", alpha=(0.7,), D=(1e-3,), n_per_cell=3, n_positions=n, dim=2, seed=n
-        )
-        for n in (40, 70, 100)
-    ]
-    tracks = []
-    for part in parts:
-        for i in range(len(part)):
-            tracks.append(part.subset([i]).displacements[0])
-    lengths = [t.shape[-1] for t in tracks]
-    padded = np.full((len(tracks), 2, max(lengths)), np.nan, dtype=np.float32)
-    for i, t in enumerate(tracks):
-        padded[i, :, : t.shape[-1]] = t
-    data = io.Trajectories(padded, {"particle": np.arange(len(tracks)) + 100}, lengths=lengths)
-    csv_path = io.write_tracks(data, tmp_path / "tracks.csv")
-    result = CliRunner().invoke(
-        app, ["encode", str(run), str(csv_path), "-o", str(tmp_path / "latents.csv")]
-    )
-    assert result.exit_code == 0, result.output
-    with open(tmp_path / "latents.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [int(r["particle"]) for r in rows] == list(range(100, 109))
-    assert [int(r["n_steps"]) for r in rows] == lengths
-    read = io.read_tracks(csv_path)
-    latents = encode(model, read)
-    for i in range(len(read)):  # each encoded as it would be alone
-        alone, _ = model.encode(torch.from_numpy(read.trajectory(i)[None]))
-        # Up to float32 round-off: kernels sum in another order for another batch size.
-        np.testing.assert_allclose(
-            latents["mu"][i], alone[0].detach().numpy(), rtol=1e-4, atol=1e-5
-        )
-        assert float(rows[i]["mu_0"]) == pytest.approx(float(latents["mu"][i, 0]), rel=1e-6)
-    out = CliRunner().invoke(
-        app, ["encode", str(run), str(csv_path), "-o", str(tmp_path / "latents.npz")]
-    )
-    assert out.exit_code == 0
-    with np.load(tmp_path / "latents.npz") as saved:
-        assert saved["mu"].shape == (9, 6) and list(saved["particle"]) == list(range(100, 109))
-    with pytest.raises(EncodingError, match="dim 2"):
-        encode(model, processes.make_dataset("bm", n_per_cell=1, n_positions=50))
-
-
-def test_encode_refuses_short_tracks_unless_skipped(tmp_path):
-    from minrep.checkpoint import save_model
-
-    save_model(VAE(ModelConfig()), tmp_path / "m")
-    data = io.Trajectories(np.ones((2, 1, 60), np.float32), lengths=[60, 20])
-    csv_path = io.write_tracks(data, tmp_path / "t.csv")
-    result = CliRunner().invoke(
-        app, ["encode", str(tmp_path / "m"), str(csv_path), "-o", str(tmp_path / "l.csv")]
-    )
-    assert result.exit_code == 2 and "minimum of 33 displacements" in result.output
-    result = CliRunner().invoke(
-        app,
-        [
-            "encode",
-            str(tmp_path / "m"),
-            str(csv_path),
-            "-o",
-            str(tmp_path / "l.csv"),
-            "--skip-short",
-        ],
-    )
-    assert result.exit_code == 0 and "1 trajectories encoded" in result.output

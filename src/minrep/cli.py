@@ -185,9 +185,14 @@ def train(
 ):
     """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
     from minrep.model import ModelConfig
-    from minrep.train import Plan, TrainingError
+    from minrep.schedule import Plan
+    from minrep.train import TrainConfig, TrainingError, keep_freed_memory
     from minrep.train import train as train_model
 
+    # Process-wide, hence here and not in the library's train(): glibc keeps freed memory for
+    # the next training step instead of handing it back to the kernel page by page (a quarter
+    # of a CPU step otherwise; see minrep.train.keep_freed_memory). This command only trains.
+    keep_freed_memory()
     with _user_errors():
         trajectories = io.load_npz(data)
         config = None
@@ -204,22 +209,20 @@ def train(
                 custom = Plan.from_dict(values.get("training", {}).get("plan", values))
             except (OSError, ValueError, KeyError, TypeError) as error:
                 raise TrainingError(f"{plan}: not a training plan ({error})") from error
-        result = train_model(
-            trajectories,
-            output,
+        training = TrainConfig(
             preset=preset,
             plan=custom,
             init=init,
-            model_config=config,
             batch_size=batch_size,
             seed=seed,
             accelerator=accelerator,
             devices=int(devices) if devices.isdigit() else devices,
             num_nodes=num_nodes,
             max_epochs=max_epochs,
-            resume=resume,
-            find_lr=find_lr,
             lr=lr,
+        )
+        result = train_model(
+            trajectories, output, training, model_config=config, resume=resume, find_lr=find_lr
         )
     if find_lr:
         typer.echo(

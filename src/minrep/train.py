@@ -1,13 +1,11 @@
-"""Training: beta schedules, the training plan, the Lightning module, and :func:`train`.
+"""Training: the training configuration, the Lightning module, the run directory and
+:func:`train`. The plan it follows (beta schedules, learning-rate policy, stages, presets) is in
+:mod:`minrep.schedule`.
 
 A run directory holds ``config.json`` (model, data and training settings), ``model.safetensors``
-(the final model), ``history.csv`` (one row per epoch), ``checkpoints/last.ckpt`` (resume
-state, replaced atomically every epoch), ``stages/`` (the model at the end of each stage) and
-``figures/``.
-
-The plan is a list of stages, each with its own beta schedule and learning-rate policy. The
-paper trains with beta = 0 until the reconstruction converges, then anneals beta upwards
-monotonically, restarting a one-cycle learning-rate policy at every stage.
+(the final model), ``history.csv`` (one row per epoch, epochs counted from 1),
+``checkpoints/last.ckpt`` (resume state, replaced atomically every epoch), ``stages/`` (the
+model at the end of each stage) and ``figures/``.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from minrep import MinrepError, checkpoint, io, processes
-from minrep.model import SURVIVAL_KL, VAE, ModelConfig, rms_scale, surviving
+from minrep.model import VAE, ModelConfig, rms_scale, surviving
+from minrep.progress import interactive
+from minrep.schedule import PRESETS, Plan
 
 
 class TrainingError(MinrepError, RuntimeError):
@@ -42,8 +43,11 @@ def keep_freed_memory() -> bool:
     the kernel and comes back zeroed, page by page, at the next step: 20-30k page faults and a
     quarter of each CPU training step spent in the kernel (half with two DDP processes).
     A training step allocates the same tensors every time, so keeping them costs no memory
-    beyond the step's own. Measured in benchmarks/train_throughput.py. Returns False (and
-    changes nothing) where the C library is not glibc."""
+    beyond the step's own. Measured in benchmarks/train_throughput.py.
+
+    This changes the allocator of the whole process, so :func:`train` never calls it: the
+    ``minrep train`` command does, and a script that only trains may opt in the same way.
+    Returns False (and changes nothing) where the C library is not glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
@@ -60,165 +64,109 @@ def keep_freed_memory() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Beta schedules: beta as a function of the (fractional) epoch since the stage began.
+# The training configuration
 
 
-@dataclass(frozen=True)
-class Constant:
-    value: float
-
-    def __call__(self, epoch: float) -> float:
-        return self.value
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
-class LinearRamp:
-    """From ``start`` to ``end`` linearly over ``epochs``, then held at ``end``."""
-
-    start: float
-    end: float
-    epochs: float
-
-    def __call__(self, epoch: float) -> float:
-        return self.start + (self.end - self.start) * min(max(epoch / self.epochs, 0.0), 1.0)
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
-class GeometricRamp:
-    """From ``start`` to ``end`` (both > 0) evenly in log beta over ``epochs``, then held."""
+# For each field: a test of its value and what the value must be, for the error message.
+_FIELD_CHECKS = {
+    "preset": (lambda v: v is None or isinstance(v, str), "a preset name or null"),
+    "plan": (lambda v: v is None or isinstance(v, Plan), "a Plan or null"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "lr": (lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or null"),
+    "init": (lambda v: v is None or isinstance(v, str), "a model path or name, or null"),
+    "max_epochs": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
+    "accelerator": (lambda v: isinstance(v, str), "a string (auto, cpu, gpu, ...)"),
+    "devices": (lambda v: (_is_int(v) and v >= 1) or isinstance(v, str), "an integer or a string"),
+    "num_nodes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+}
 
-    start: float
-    end: float
-    epochs: float
-
-    def __call__(self, epoch: float) -> float:
-        fraction = min(max(epoch / self.epochs, 0.0), 1.0)
-        return self.start * (self.end / self.start) ** fraction
-
-
-SCHEDULES = {"constant": Constant, "linear": LinearRamp, "geometric": GeometricRamp}
-
-
-def schedule_to_dict(schedule) -> dict:
-    kinds = [k for k, v in SCHEDULES.items() if isinstance(schedule, v)]
-    if not kinds:
-        raise TypeError(
-            f"{type(schedule).__name__} is not a registered beta schedule "
-            f"({', '.join(SCHEDULES)}): add it to SCHEDULES"
-        )
-    return {"kind": kinds[0], **dataclasses.asdict(schedule)}
-
-
-def schedule_from_dict(values: dict):
-    values = dict(values)
-    return SCHEDULES[values.pop("kind")](**values)
-
-
-# ---------------------------------------------------------------------------------------------
-# Learning rate: a one-cycle policy per stage (Smith 2018, with fastai's defaults), or constant.
-
-
-def one_cycle(fraction: float, peak: float) -> tuple[float, float]:
-    """Learning rate and Adam beta1 at ``fraction`` (0..1) of a one-cycle stage: cosine warm-up
-    from peak/25 to the peak over the first quarter, cosine decay to peak/1e5; beta1 goes
-    0.95 -> 0.85 -> 0.95 the other way round."""
-    warm = 0.25
-
-    def cosine(a, b, x):
-        return b + (a - b) * (1 + math.cos(math.pi * x)) / 2
-
-    if fraction < warm:
-        x = fraction / warm
-        return cosine(peak / 25, peak, x), cosine(0.95, 0.85, x)
-    x = (fraction - warm) / (1 - warm)
-    return cosine(peak, peak / 1e5, x), cosine(0.85, 0.95, x)
+# Fixed when a run starts; a resumed run keeps its own. The other fields (when to stop, on
+# which hardware) are the caller's on every call.
+RUN_FIELDS = ("preset", "plan", "batch_size", "val_fraction", "seed", "lr", "init")
 
 
 @dataclass
-class Stage:
-    """``epochs`` epochs with a beta schedule (epochs counted from the stage's start) and a
-    learning-rate policy: ``one-cycle`` up to ``lr`` or ``constant`` at ``lr``."""
+class TrainConfig:
+    """How a model is trained, saved as the ``training`` section of a run's ``config.json``.
 
-    epochs: int
-    beta: Constant | LinearRamp | GeometricRamp = Constant(0.0)
-    lr: float = 1e-3
-    policy: str = "one-cycle"
+    ``plan`` (a :class:`minrep.schedule.Plan`) or else the preset named by ``preset``
+    (:data:`minrep.schedule.PRESETS`). ``lr`` sets the first stage's peak learning rate and
+    scales the other stages' by the same factor. ``init`` (a model directory or shipped name)
+    starts from that model's weights and configuration instead of a fresh network, e.g. to
+    anneal a trained model further. ``max_epochs`` stops early whatever the plan (a resumed
+    run goes on to the end of its plan). ``accelerator``, ``devices`` and ``num_nodes`` are
+    Lightning's; more than one device or node trains data-parallel (DDP), ``batch_size`` per
+    device."""
+
+    preset: str | None = "quick"
+    plan: Plan | None = None
+    batch_size: int = 256
+    val_fraction: float = 0.2
+    seed: int = 0
+    lr: float | None = None
+    init: str | None = None
+    max_epochs: int | None = None
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
 
     def __post_init__(self):
-        if isinstance(self.beta, int | float):
-            self.beta = Constant(float(self.beta))
-        if self.policy not in ("one-cycle", "constant"):
-            raise ValueError(f"unknown learning-rate policy {self.policy!r}")
-        if self.epochs < 1:
-            raise ValueError("a stage needs at least one epoch")
+        if isinstance(self.init, os.PathLike):
+            self.init = str(self.init)
+        for name, (valid, what) in _FIELD_CHECKS.items():
+            value = getattr(self, name)
+            if not valid(value):
+                raise TrainingError(f"training configuration: {name} must be {what}, got {value!r}")
+        if self.plan is None and self.preset not in PRESETS:
+            raise TrainingError(
+                f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)} or give a plan"
+            )
 
-
-@dataclass
-class Plan:
-    """The whole schedule: stages run one after the other."""
-
-    stages: list[Stage]
-
-    @property
-    def epochs(self) -> int:
-        return sum(s.epochs for s in self.stages)
-
-    def locate(self, epoch: float) -> tuple[int, float]:
-        """Stage index and epochs since that stage began, for a fractional global epoch."""
-        start = 0
-        for i, stage in enumerate(self.stages):
-            if epoch < start + stage.epochs or i == len(self.stages) - 1:
-                return i, epoch - start
-            start += stage.epochs
-        raise AssertionError("unreachable")
-
-    def stage_ends(self) -> list[int]:
-        """Epoch count at the end of each stage."""
-        return list(np.cumsum([s.epochs for s in self.stages]))
-
-    def at(self, epoch: float) -> dict[str, float]:
-        """beta, learning rate and Adam beta1 at a fractional epoch."""
-        i, local = self.locate(epoch)
-        stage = self.stages[i]
-        if stage.policy == "one-cycle":
-            lr, momentum = one_cycle(min(local / stage.epochs, 1.0), stage.lr)
-        else:
-            lr, momentum = stage.lr, 0.9
-        return {"stage": i, "beta": stage.beta(local), "lr": lr, "momentum": momentum}
+    def resolved(self) -> TrainConfig:
+        """The same training with its plan spelled out: the preset's plan when none is given,
+        ``lr`` folded into it (and then None); ``preset`` names the plan only when it is the
+        preset's unchanged. What a run records, and resolving it again changes nothing."""
+        plan = self.plan if self.plan is not None else PRESETS[self.preset]
+        if self.lr is not None:
+            plan = plan.scaled_lr(self.lr)
+        preset = self.preset if plan == PRESETS.get(self.preset) else None
+        return dataclasses.replace(self, plan=plan, lr=None, preset=preset)
 
     def to_dict(self) -> dict:
-        return {
-            "stages": [
-                {
-                    "epochs": s.epochs,
-                    "beta": schedule_to_dict(s.beta),
-                    "lr": s.lr,
-                    "policy": s.policy,
-                }
-                for s in self.stages
-            ]
-        }
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["plan"] = None if self.plan is None else self.plan.to_dict()
+        return values
 
     @classmethod
-    def from_dict(cls, values: dict) -> Plan:
-        return cls(
-            [
-                Stage(s["epochs"], schedule_from_dict(s["beta"]), s["lr"], s["policy"])
-                for s in values["stages"]
-            ]
-        )
-
-
-PRESETS = {
-    # Table/appendix of the paper: 64 epochs at beta = 0, then 16 epochs at each beta, a
-    # one-cycle policy per stage (144 epochs; meant for a GPU).
-    "paper": Plan([Stage(64, 0.0)] + [Stage(16, b) for b in (1e-4, 6e-4, 1e-3, 2e-3, 4e-3)]),
-    # For 2 CPU cores: the paper's plan with every stage shortened about 5-fold (13 epochs at
-    # beta = 0, 3 at each beta; 28 epochs, ~25 min on the `paper` FBM set). With minrep's
-    # scale-equivariant network this ended with exactly the minimal latents for BM and FBM
-    # (docs/training-recipes.md); SBM needs a longer hold at the last beta (--init, --plan).
-    "quick": Plan([Stage(13, 0.0)] + [Stage(3, b) for b in (1e-4, 6e-4, 1e-3, 2e-3, 4e-3)]),
-}
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """From :meth:`to_dict` (a run's ``config.json`` ``training`` section); missing keys
+        take their defaults (runs written before a field existed), unknown keys are refused."""
+        if not isinstance(values, dict):
+            raise TrainingError(f"training configuration: expected a mapping, got {values!r}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise TrainingError(
+                f"unknown training configuration keys: {', '.join(unknown)} "
+                f"(known: {', '.join(known)})"
+            )
+        values = dict(values)
+        if isinstance(values.get("plan"), dict):
+            try:
+                values["plan"] = Plan.from_dict(values["plan"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise TrainingError(f"training configuration: plan is not a plan ({err})") from None
+        return cls(**values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +252,7 @@ class MinrepModule(pl.LightningModule):
         self._val_sums = torch.zeros(3 + config.latent_dim)
         self.val_metrics: dict = {}
         self.train_loss = float("nan")
+        self._train_loss_reduced = False
 
     def setup(self, stage: str) -> None:
         # Before Lightning counts the batches: each process takes its share of the data and
@@ -340,10 +289,17 @@ class MinrepModule(pl.LightningModule):
     def on_train_epoch_start(self):
         self.datasets[0].epoch = self.current_epoch
         self._train_sums.zero_()
+        self._train_loss_reduced = False
 
-    def on_train_epoch_end(self):
-        sums = self.trainer.strategy.reduce(self._train_sums.to(self.device), reduce_op="sum")
-        self.train_loss = (sums[0] / sums[1]).item()
+    def epoch_train_loss(self) -> float:
+        """Mean training loss of the epoch now ending, over all processes. A collective: every
+        process calls it (the run directory's on_train_epoch_end does, which Lightning runs
+        before the module's own); reduced once per epoch."""
+        if not self._train_loss_reduced:
+            sums = self.trainer.strategy.reduce(self._train_sums.to(self.device), reduce_op="sum")
+            self.train_loss = (sums[0] / sums[1]).item()
+            self._train_loss_reduced = True
+        return self.train_loss
 
     def on_validation_epoch_start(self):
         self._val_sums = torch.zeros(3 + self.model.config.latent_dim, device=self.device)
@@ -375,7 +331,7 @@ class MinrepModule(pl.LightningModule):
 
 
 # ---------------------------------------------------------------------------------------------
-# The run directory: history, checkpoints, exported models, figures
+# The run directory: history, checkpoints, exported models
 
 
 HISTORY = "history.csv"
@@ -390,6 +346,27 @@ def _write_history(run_dir: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _plain(value):
+    """A plain Python value: the checkpoint is loaded back with weights_only=True."""
+    if isinstance(value, str | float | int):
+        return value
+    return float(value)
+
+
+def _upgrade_rows(rows: list[dict]) -> list[dict]:
+    """History rows of a run begun before ``seconds`` became ``epoch_seconds`` and
+    ``elapsed_seconds``, in today's columns (the epoch's time from the differences)."""
+    upgraded, before = [], 0.0
+    for row in rows:
+        if "seconds" in row:
+            elapsed = row["seconds"]
+            row = {k: v for k, v in row.items() if k != "seconds"}
+            row.update(epoch_seconds=elapsed - before, elapsed_seconds=elapsed)
+        before = row["elapsed_seconds"]
+        upgraded.append(row)
+    return upgraded
+
+
 class RunDirectory(Callback):
     """After every epoch: the resume checkpoint, the exported model at the end of each stage,
     and a history row, in an order that survives a kill at any point (the checkpoint replaces
@@ -401,26 +378,31 @@ class RunDirectory(Callback):
         self.exact_nll = exact_nll or {}
         self.rows: list[dict] = []
         self.started = time.perf_counter()
+        self.epoch_started = self.started
         self.offset = 0.0  # seconds spent before a resume
 
     def state_dict(self) -> dict:
         return {"rows": self.rows, "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rows = list(state["rows"])
-        self.offset = self.rows[-1]["seconds"] if self.rows else 0.0
+        self.rows = _upgrade_rows(list(state["rows"]))
+        self.offset = self.rows[-1]["elapsed_seconds"] if self.rows else 0.0
         torch.set_rng_state(state["torch_rng"])
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: MinrepModule) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: MinrepModule) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def _row(self, trainer: pl.Trainer, module: MinrepModule) -> dict:
         epoch = trainer.current_epoch + 1
-        position = module.plan.at(epoch - 1e-9)
         kl = module.val_metrics["kl_per_latent"]
+        now = time.perf_counter()
         row = {
             "epoch": epoch,
-            "stage": position["stage"] + 1,
+            "stage": module.plan.at(epoch - 1e-9)["stage"] + 1,
             "beta": module.beta,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
-            "train_loss": module.train_loss,
+            # Reduced here: Lightning runs this hook before the module's on_train_epoch_end.
+            "train_loss": module.epoch_train_loss(),
             "val_loss": module.val_metrics["val_loss"],
             "val_nll": module.val_metrics["val_nll"],
             "val_exact_nll": self.exact_nll.get("all", float("nan")),
@@ -429,71 +411,69 @@ class RunDirectory(Callback):
             **{f"kl_{i}": v for i, v in enumerate(kl)},
             "surviving": " ".join(map(str, surviving(kl))),
             "n_surviving": len(surviving(kl)),
-            "seconds": self.offset + time.perf_counter() - self.started,
+            "epoch_seconds": now - self.epoch_started,
+            "elapsed_seconds": self.offset + now - self.started,
         }
-        # Plain Python values only: the checkpoint is loaded back with weights_only=True.
-        self.rows.append(
-            {
-                k: v
-                if isinstance(v, str)
-                else float(v)
-                if isinstance(v, float)
-                else int(v)
-                if isinstance(v, int)
-                else float(v)
-                for k, v in row.items()
-            }
-        )
+        return {k: _plain(v) for k, v in row.items()}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: MinrepModule) -> None:
+        row = self._row(trainer, module)
+        self.rows.append(row)
         ckpt = self.run_dir / "checkpoints" / "last.ckpt"
         tmp = ckpt.with_suffix(".ckpt.tmp")
         # Full state (optimizer too); every process calls it, only rank 0 writes.
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
-            if epoch in module.plan.stage_ends():
-                stage_dir = self.run_dir / "stages" / f"stage-{position['stage'] + 1}"
-                checkpoint.save_model(module.model, stage_dir, {**self.settings, "epoch": epoch})
+            if row["epoch"] in module.plan.stage_ends():
+                stage_dir = self.run_dir / "stages" / f"stage-{row['stage']}"
+                extra = {**self.settings, "epoch": row["epoch"]}
+                checkpoint.save_model(module.model, stage_dir, extra)
             _write_history(self.run_dir, self.rows)
             os.replace(tmp, ckpt)
         trainer.strategy.barrier()
 
 
-def plot_history(run_dir: Path) -> Path | None:
-    """Per-latent KL and held-out NLL over training, ``figures/training.png``."""
-    import matplotlib
+# ---------------------------------------------------------------------------------------------
+# Progress: a bar on a terminal, one line per epoch elsewhere; epochs counted from 1
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
 
-    path = Path(run_dir) / HISTORY
-    if not path.is_file():
-        return None
-    history = pd.read_csv(path)
-    kl_columns = [c for c in history.columns if c.startswith("kl_")]
-    fig, (ax_kl, ax_nll) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for column in kl_columns:
-        ax_kl.plot(history["epoch"], history[column], marker=".", label=f"z{column[3:]}")
-    ax_kl.axhline(SURVIVAL_KL, color="grey", ls="--", lw=1, label="survival threshold")
-    ax_kl.set(yscale="log", xlabel="epoch", ylabel="KL to prior (nat)", title="KL per latent")
-    ax_kl.legend(fontsize=8, ncol=2)
-    beta = ax_kl.twinx()
-    beta.plot(history["epoch"], history["beta"], color="black", lw=1, alpha=0.4)
-    beta.set_ylabel("beta")
-    ax_nll.plot(history["epoch"], history["val_nll"], marker=".", label="held-out NLL")
-    if history["val_exact_nll"].notna().all():
-        exact = history["val_exact_nll"].iloc[0]
-        ax_nll.axhline(exact, color="k", ls="--", label="exact NLL")
-        # The first epochs sit far above the limit: show the approach to it.
-        top = min(history["val_nll"].max(), exact + 0.3)
-        ax_nll.set_ylim(min(history["val_nll"].min(), exact) - 0.02, top + 0.02)
-    ax_nll.set(xlabel="epoch", ylabel="nat per displacement", title="Held-out NLL")
-    ax_nll.legend(fontsize=8)
-    out = Path(run_dir) / "figures" / "training.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with io.atomic_write(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+class EpochBar(TQDMProgressBar):
+    """Lightning's bar (on stdout), with epochs counted from 1 as in ``history.csv``."""
+
+    def __init__(self, refresh_rate: int = 10):
+        super().__init__(refresh_rate=refresh_rate)  # leave=False: one bar, reset each epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_) -> None:
+        bar, total = self.train_progress_bar, self.total_train_batches
+        epoch = trainer.current_epoch + 1
+        bar.set_description(f"Epoch {epoch}/{trainer.max_epochs}", refresh=False)
+        bar.reset(total=total if math.isfinite(total) else None)
+        bar.initial = 0
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line on an epoch's history row."""
+    exact = row["val_exact_nll"]
+    return (
+        f"epoch {row['epoch']}/{epochs} (stage {row['stage']}, beta {row['beta']:.3g}): "
+        f"loss {row['train_loss']:.4f}, held-out loss {row['val_loss']:.4f}, held-out NLL "
+        f"{row['val_nll']:.4f}" + ("" if math.isnan(exact) else f" (exact {exact:.4f})") + ", "
+        f"{row['n_surviving']} surviving latents [{row['surviving']}], "
+        f"{row['epoch_seconds']:.1f} s"
+    )
+
+
+class EpochLines(Callback):
+    """Off a terminal: one line per epoch on stderr, from the row the run directory wrote
+    (this callback must come after :class:`RunDirectory`)."""
+
+    def __init__(self, run_files: RunDirectory):
+        self.run_files = run_files
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: MinrepModule) -> None:
+        if trainer.is_global_zero and self.run_files.rows:
+            line = epoch_line(self.run_files.rows[-1], trainer.max_epochs)
+            print(line, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -536,160 +516,244 @@ def validation_exact_nll(data: io.Trajectories, start: int) -> dict[str, float] 
     }
 
 
+def training_range(data: io.Trajectories) -> dict[str, list[float]] | None:
+    """``{"alpha": [lo, hi], "D": [lo, hi]}`` of the labels of ``data`` (alpha of Brownian
+    motion is 1), or None where the data carry no such labels."""
+    alpha, D = data.alpha, data.D
+    if alpha is None and data.process == "bm":
+        alpha = np.ones(1)
+    if alpha is None or D is None:
+        return None
+    bounds = {}
+    for name, values in (("alpha", alpha), ("D", D)):
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return None
+        bounds[name] = [float(values.min()), float(values.max())]
+    return bounds
+
+
+@dataclass
+class _Run:
+    """Everything :func:`train` settles before a trainer is built."""
+
+    run_dir: Path
+    config: TrainConfig  # resolved
+    model_config: ModelConfig
+    resuming: bool
+    start: VAE | None  # the model whose weights a new run starts from (init)
+    train_set: torch.Tensor
+    val_set: torch.Tensor
+    exact_nll: dict[str, float] | None
+    settings: dict  # config.json's training and data sections
+
+
 def train(
     data,
     run_dir,
+    config: TrainConfig | None = None,
     *,
-    preset: str = "quick",
-    plan: Plan | None = None,
     model_config: ModelConfig | None = None,
-    batch_size: int = 256,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    accelerator: str = "auto",
-    devices: int | str = 1,
-    num_nodes: int = 1,
-    max_epochs: int | None = None,
     resume: bool = False,
     find_lr: bool = False,
-    lr: float | None = None,
-    init=None,
     progress: bool = True,
 ) -> TrainResult:
     """Train a model on ``data`` (a :class:`minrep.io.Trajectories` or a dataset path) into the
-    run directory ``run_dir``; ``resume`` continues a run from its last checkpoint. ``lr`` sets
-    the first stage's peak learning rate and scales the other stages' by the same factor.
-    ``init`` (a model directory or shipped name) starts from that model's weights and
-    configuration instead of a fresh network, e.g. to anneal a trained model further."""
-    run_dir = Path(run_dir)
-    keep_freed_memory()
-    source = str(data) if not isinstance(data, io.Trajectories) else "data"
+    run directory ``run_dir`` as ``config`` says (a :class:`TrainConfig`; default: the
+    ``quick`` preset) with the network of ``model_config`` (default: minrep's
+    scale-equivariant one). ``resume`` continues a run from its last checkpoint with the
+    settings it recorded; of ``config`` only ``max_epochs`` and the hardware count then.
+    ``find_lr`` runs Lightning's learning-rate finder instead of training. ``progress``: a bar
+    on a terminal, one line per epoch on stderr otherwise."""
+    run = _prepare(data, Path(run_dir), config or TrainConfig(), model_config, resume)
+    module = _build_module(run)
+    run_files = RunDirectory(run.run_dir, run.settings, run.exact_nll)
+    trainer = _build_trainer(run, [run_files, *_progress_callbacks(progress, run_files)])
+    loaders = [torch.utils.data.DataLoader(d, batch_size=None) for d in module.datasets]
+    if find_lr:
+        return _find_lr(trainer, module, loaders[0], run.run_dir)
+    ckpt = run.run_dir / "checkpoints" / "last.ckpt" if run.resuming else None
+    trainer.fit(module, *loaders, ckpt_path=ckpt, weights_only=True)
+    model = module.model.eval()
+    model.training_range = run.settings["data"]["training_range"]
+    if trainer.is_global_zero:
+        _export(run, model, trainer.current_epoch)
+    return TrainResult(run.run_dir, model, run_files.rows, trainer.is_global_zero)
+
+
+def _prepare(data, run_dir: Path, config, model_config, resume: bool) -> _Run:
+    """Load and check the data, settle the configuration (a new run's or the resumed run's),
+    split the data and record what config.json will say."""
+    source = "data" if isinstance(data, io.Trajectories) else str(data)
     if not isinstance(data, io.Trajectories):
         data = io.load_npz(data)
-    if max_epochs is not None and max_epochs < 1:
-        raise TrainingError(f"max_epochs must be >= 1, got {max_epochs}")
-    config_path = run_dir / checkpoint.CONFIG
-    saved = None
+    saved, start = None, None
     if resume:
-        if not (run_dir / "checkpoints" / "last.ckpt").is_file() or not config_path.is_file():
-            raise TrainingError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-        saved = json.loads(config_path.read_text())
+        saved = _saved_run(run_dir)
+        config = _resumed_config(saved, config, run_dir)
         model_config = ModelConfig.from_dict(saved["model"])
-        plan = Plan.from_dict(saved["training"]["plan"])
-        preset = saved["training"]["preset"]
-        batch_size, val_fraction, seed = (
-            saved["training"][k] for k in ("batch_size", "val_fraction", "seed")
-        )
-    elif (run_dir / "checkpoints" / "last.ckpt").exists():
-        raise TrainingError(f"{run_dir} holds a run already: pass resume (--resume) or a new path")
-    elif plan is None and preset not in PRESETS:
-        raise TrainingError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    plan = plan or PRESETS[preset]
-    start = None
-    if init is not None and saved is None:
-        if model_config is not None:
-            raise TrainingError("give either a model configuration or a model to start from")
-        start = checkpoint.load_model(init)
-        model_config = start.config
-    if lr is not None and saved is None:
-        factor = lr / plan.stages[0].lr
-        plan = Plan([dataclasses.replace(s, lr=s.lr * factor) for s in plan.stages])
+    else:
+        if (run_dir / "checkpoints" / "last.ckpt").exists():
+            raise TrainingError(
+                f"{run_dir} holds a run already: pass resume (--resume) or a new path"
+            )
+        config = config.resolved()
+        if config.init is not None:
+            if model_config is not None:
+                raise TrainingError("give either a model configuration or a model to start from")
+            start = checkpoint.load_model(config.init)
+            model_config = start.config
+            config = dataclasses.replace(config, init=str(checkpoint.resolve(config.init)))
     # minrep's default network works on displacements of order one (see minrep.model).
     model_config = model_config or ModelConfig(dim=data.dim, scale_equivariant=True)
     check_data(data, model_config, source)
-
-    train_idx, val_idx = split(len(data), val_fraction, seed)
-    if len(val_idx) == 0:
-        raise TrainingError(f"{source}: {len(data)} trajectories leave no validation set")
-    if len(train_idx) < batch_size // 4:
-        raise TrainingError(
-            f"{source}: {len(train_idx)} training trajectories are too few for batches of "
-            f"{batch_size}"
-        )
-    data_settings = {
+    train_idx, val_idx = _split_checked(data, config, source)
+    data_section = {
+        "source": source,
         "n_train": len(train_idx),
         "n_val": len(val_idx),
         "n_steps": data.n_steps,
         "dim": data.dim,
         "process": data.process,
+        "training_range": training_range(data),
     }
     if saved is not None:
-        changed = [k for k, v in data_settings.items() if saved["data"].get(k) != v]
-        if changed:
-            raise TrainingError(
-                f"{source}: not the data of {run_dir} ({', '.join(changed)} differ); resume "
-                f"with the same dataset"
-            )
+        _check_same_data(saved["data"], data_section, source, run_dir)
     tensor = torch.from_numpy(data.displacements)
     train_set, val_set = tensor[train_idx], tensor[val_idx]
     if saved is None and start is None:
         log_scale = rms_scale(train_set).log().mean().item()
         model_config = dataclasses.replace(model_config, log_scale_mean=log_scale)
-    pl.seed_everything(seed, workers=True, verbose=False)
     exact = validation_exact_nll(data.subset(val_idx), model_config.receptive_field)
-    settings = {
-        "training": {
-            "plan": plan.to_dict(),
-            "preset": preset if plan is PRESETS.get(preset) or saved is not None else None,
-            "batch_size": batch_size,
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "max_epochs": max_epochs,
-            "init": None if start is None else str(checkpoint.resolve(init)),
-        },
-        "data": {"source": source, **data_settings, "val_exact_nll": exact},
-    }
-    datasets = [
-        Batches(train_set, batch_size, shuffle=True, seed=seed),
-        Batches(val_set, 1024, shuffle=False, pad=False),
-    ]
-    module = MinrepModule(model_config, plan, datasets, seed)
-    if start is not None:
-        module.model.load_state_dict(start.state_dict())
-    if saved is None:  # the settings from the start; weights only once trained
-        checkpoint.save_config(module.model.config, run_dir, settings)
+    data_section["val_exact_nll"] = exact
+    settings = {"training": config.to_dict(), "data": data_section}
+    return _Run(
+        run_dir, config, model_config, saved is not None, start, train_set, val_set, exact, settings
+    )
 
-    loader = torch.utils.data.DataLoader(datasets[0], batch_size=None)
-    val_loader = torch.utils.data.DataLoader(datasets[1], batch_size=None)
-    run_files = RunDirectory(run_dir, settings, exact)
-    callbacks: list[Callback] = [run_files]
-    if progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+
+def _saved_run(run_dir: Path) -> dict:
+    """The config.json of a run to resume."""
+    config_path = run_dir / checkpoint.CONFIG
+    if not (run_dir / "checkpoints" / "last.ckpt").is_file() or not config_path.is_file():
+        raise TrainingError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    try:
+        saved = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise TrainingError(f"{config_path}: cannot be read ({err})") from None
+    sections = ("model", "training", "data")
+    missing = [
+        k for k in sections if not isinstance(saved, dict) or not isinstance(saved.get(k), dict)
+    ]
+    if missing:
+        raise TrainingError(f"{config_path}: not a run's config.json (no {', '.join(missing)})")
+    return saved
+
+
+def _resumed_config(saved: dict, given: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The resumed run's recorded settings, with when to stop and on which hardware from
+    ``given``."""
+    try:
+        recorded = TrainConfig.from_dict(saved["training"])
+    except TrainingError as err:
+        raise TrainingError(f"{run_dir / checkpoint.CONFIG}: {err}") from None
+    if recorded.plan is None:
+        raise TrainingError(f"{run_dir / checkpoint.CONFIG}: the run recorded no plan")
+    per_call = {f.name: getattr(given, f.name) for f in dataclasses.fields(given)}
+    return dataclasses.replace(
+        recorded, **{k: v for k, v in per_call.items() if k not in RUN_FIELDS}
+    ).resolved()
+
+
+def _split_checked(data: io.Trajectories, config: TrainConfig, source: str):
+    """Training and validation indices, refusing a split that leaves too little of either."""
+    train_idx, val_idx = split(len(data), config.val_fraction, config.seed)
+    if len(val_idx) == 0:
+        raise TrainingError(f"{source}: {len(data)} trajectories leave no validation set")
+    if len(train_idx) < config.batch_size // 4:
+        raise TrainingError(
+            f"{source}: {len(train_idx)} training trajectories are too few for batches of "
+            f"{config.batch_size}"
+        )
+    return train_idx, val_idx
+
+
+def _check_same_data(saved: dict, current: dict, source: str, run_dir: Path) -> None:
+    """A run resumes on its own data: the same sizes, process and (where the run recorded
+    it) label range."""
+    keys = ["n_train", "n_val", "n_steps", "dim", "process"]
+    if "training_range" in saved:  # runs begun before it was recorded do not have it
+        keys.append("training_range")
+    changed = [k for k in keys if saved.get(k) != current[k]]
+    if changed:
+        raise TrainingError(
+            f"{source}: not the data of {run_dir} ({', '.join(changed)} differ); resume with "
+            f"the same dataset"
+        )
+
+
+def _build_module(run: _Run) -> MinrepModule:
+    """The seeded Lightning module (from the starting model's weights for ``init``); a new
+    run writes its config.json now, the weights only once trained."""
+    config = run.config
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    datasets = [
+        Batches(run.train_set, config.batch_size, shuffle=True, seed=config.seed),
+        Batches(run.val_set, 1024, shuffle=False, pad=False),
+    ]
+    module = MinrepModule(run.model_config, config.plan, datasets, config.seed)
+    if run.start is not None:
+        module.model.load_state_dict(run.start.state_dict())
+    if not run.resuming:
+        checkpoint.save_config(module.model.config, run.run_dir, run.settings)
+    return module
+
+
+def _progress_callbacks(progress: bool, run_files: RunDirectory) -> list[Callback]:
+    if not progress:
+        return []
+    return [EpochBar(refresh_rate=10)] if interactive() else [EpochLines(run_files)]
+
+
+def _build_trainer(run: _Run, callbacks: list[Callback]) -> pl.Trainer:
+    """A Lightning trainer for the plan (data-parallel over several devices or nodes), with a
+    TensorBoard log where tensorboard is installed."""
+    config = run.config
     logger = False
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        logger = TensorBoardLogger(run_dir, name="tensorboard")
+        logger = TensorBoardLogger(run.run_dir, name="tensorboard")
     except ImportError:
         pass
-    strategy = "ddp" if (devices not in (1, "1") or num_nodes > 1) else "auto"
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        max_epochs=min(plan.epochs, max_epochs or plan.epochs),
+    parallel = config.devices not in (1, "1") or config.num_nodes > 1
+    epochs = config.plan.epochs
+    return pl.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy="ddp" if parallel else "auto",
+        max_epochs=min(epochs, config.max_epochs or epochs),
         logger=logger,
         callbacks=callbacks,
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=any(isinstance(c, TQDMProgressBar) for c in callbacks),
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        default_root_dir=run_dir,
+        default_root_dir=run.run_dir,
         use_distributed_sampler=False,  # Batches shards the data itself
         deterministic=False,
     )
-    if find_lr:
-        return _find_lr(trainer, module, loader, run_dir)
-    ckpt = run_dir / "checkpoints" / "last.ckpt" if saved is not None else None
-    trainer.fit(module, loader, val_loader, ckpt_path=ckpt, weights_only=True)
-    if trainer.is_global_zero:
-        checkpoint.save_model(
-            module.model, run_dir, {**settings, "epochs_done": trainer.current_epoch}
-        )
-        plot_history(run_dir)
-    return TrainResult(run_dir, module.model.eval(), run_files.rows, trainer.is_global_zero)
+
+
+def _export(run: _Run, model: VAE, epochs_done: int) -> None:
+    """The final model in the run directory, and the training figure."""
+    from minrep.plots import plot_training_history
+
+    checkpoint.save_model(model, run.run_dir, {**run.settings, "epochs_done": epochs_done})
+    plot_training_history(run.run_dir)
 
 
 def _find_lr(trainer, module, loader, run_dir: Path) -> TrainResult:

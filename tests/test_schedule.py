@@ -1,0 +1,78 @@
+"""Tests of minrep.schedule: beta schedules, the one-cycle policy, stages, plans and presets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minrep import schedule
+from minrep.schedule import PRESETS, Constant, GeometricRamp, LinearRamp, Plan, Stage
+
+
+def test_beta_schedules():
+    assert Constant(3e-3)(7.5) == 3e-3
+    ramp = LinearRamp(1e-4, 5e-3, 4)
+    assert ramp(0) == 1e-4 and ramp(2) == pytest.approx(2.55e-3) and ramp(9) == 5e-3
+    geometric = GeometricRamp(1e-4, 1e-2, 2)
+    assert geometric(1) == pytest.approx(1e-3) and geometric(5) == pytest.approx(1e-2)
+    for beta in (ramp, geometric, Constant(0.5)):
+        assert schedule.schedule_from_dict(schedule.schedule_to_dict(beta)) == beta
+        values = [beta(e) for e in np.linspace(0, 6, 50)]
+        assert np.all(np.diff(values) >= 0)  # annealing only ever increases beta
+
+
+def test_unknown_schedules_are_refused_by_name():
+    with pytest.raises(ValueError, match="unknown beta schedule 'cosine'"):
+        schedule.schedule_from_dict({"kind": "cosine", "value": 1.0})
+    with pytest.raises(TypeError, match="not a registered beta schedule"):
+        schedule.schedule_to_dict(lambda epoch: 0.0)
+
+
+def test_one_cycle_shape():
+    peak = 1e-3
+    assert schedule.one_cycle(0.0, peak) == pytest.approx((peak / 25, 0.95))
+    assert schedule.one_cycle(0.25, peak) == pytest.approx((peak, 0.85))
+    assert schedule.one_cycle(1.0, peak) == pytest.approx((peak / 1e5, 0.95))
+    rates = [schedule.one_cycle(f, peak)[0] for f in np.linspace(0, 1, 101)]
+    assert max(rates) == pytest.approx(peak) and np.argmax(rates) == 25
+
+
+def test_plan_stages_and_presets():
+    paper = PRESETS["paper"]
+    assert paper.epochs == 144 and paper.stage_ends() == [64, 80, 96, 112, 128, 144]
+    assert paper.at(10)["beta"] == 0 and paper.at(64.5)["beta"] == 1e-4
+    assert paper.at(143.9)["beta"] == 4e-3
+    assert paper.at(64.0)["lr"] == pytest.approx(1e-3 / 25)  # a new one-cycle per stage
+    assert paper.at(64.0)["stage"] == 1 and paper.locate(70.5) == (1, 6.5)
+    for name, plan in PRESETS.items():
+        betas = [plan.at(e)["beta"] for e in np.linspace(0, plan.epochs - 1e-6, 400)]
+        assert np.all(np.diff(betas) >= 0), name
+        assert betas[0] == 0.0, name  # beta = 0 first, until the reconstruction converges
+    with pytest.raises(ValueError, match="learning-rate policy"):
+        Stage(1, 0.0, policy="cyclic")
+    with pytest.raises(ValueError, match="at least one epoch"):
+        Stage(0, 0.0)
+
+
+def test_plan_json_round_trip_and_bad_plans():
+    plan = Plan([Stage(2, 0.0), Stage(3, GeometricRamp(1e-5, 4e-3, 3), 2e-4, "constant")])
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan
+    assert again.at(3.5)["beta"] == pytest.approx(plan.stages[1].beta(1.5))
+    assert Plan.from_dict(PRESETS["paper"].to_dict()) == PRESETS["paper"]
+    stage = plan.to_dict()["stages"][0]
+    with pytest.raises(ValueError, match="unknown stage keys: epoch"):
+        Plan.from_dict({"stages": [{**stage, "epoch": 2}]})
+    with pytest.raises(ValueError, match="non-empty list of stages"):
+        Plan.from_dict({"stages": []})
+    with pytest.raises(KeyError):
+        Plan.from_dict({})
+
+
+def test_scaled_learning_rate_keeps_the_ratios_between_stages():
+    plan = Plan([Stage(2, 0.0, 1e-3), Stage(2, 1e-3, 2e-4, "constant")])
+    faster = plan.scaled_lr(3e-3)
+    assert [s.lr for s in faster.stages] == pytest.approx([3e-3, 6e-4])
+    assert [s.beta for s in faster.stages] == [s.beta for s in plan.stages]
+    assert faster.at(0.5)["lr"] == pytest.approx(3 * plan.at(0.5)["lr"])
+    assert plan.stages[0].lr == 1e-3  # the original is untouched
