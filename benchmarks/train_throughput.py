@@ -39,6 +39,7 @@ from _report import emit
 
 from minrep import datasets, io, train
 from minrep.model import VAE, ModelConfig
+from minrep.schedule import Plan, Stage
 
 BATCH = 256
 CONFIGURATIONS = ("paper_network", "minrep_default_allocator", "minrep", "minrep_ddp")
@@ -128,14 +129,15 @@ def epoch_throughput(data: Path, extra: list[str]) -> dict:
     """``minrep train`` for 3 epochs; trajectories per second over epochs 2 and 3."""
     with tempfile.TemporaryDirectory() as tmp:
         plan = Path(tmp) / "plan.json"
-        plan.write_text(json.dumps(train.Plan([train.Stage(3, 0.0)]).to_dict()))
+        plan.write_text(json.dumps(Plan([Stage(3, 0.0)]).to_dict()))
         run = Path(tmp) / "run"
         command = ["minrep", "train", str(data), "-o", str(run), "--plan", str(plan), *extra]
         subprocess.run(command, check=True, capture_output=True)
         with open(run / "history.csv") as handle:
             rows = list(csv.DictReader(handle))
         n_train = json.loads((run / "config.json").read_text())["data"]["n_train"]
-    per_epoch = (float(rows[-1]["seconds"]) - float(rows[0]["seconds"])) / (len(rows) - 1)
+    elapsed = [float(row["elapsed_seconds"]) for row in rows]
+    per_epoch = (elapsed[-1] - elapsed[0]) / (len(rows) - 1)
     return {
         "command": " ".join(["minrep train DATA --plan 3-epochs", *extra]),
         "train_trajectories": n_train,

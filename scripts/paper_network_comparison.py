@@ -18,7 +18,7 @@ from pathlib import Path
 
 from minrep import io
 from minrep.model import ModelConfig
-from minrep.train import train
+from minrep.train import TrainConfig, keep_freed_memory, train
 
 VARIANTS = {
     "published": ModelConfig.published(),
@@ -29,7 +29,9 @@ VARIANTS = {
 def main(data_path: str, variant: str, run_dir: str) -> None:
     data = io.load_npz(data_path)
     started = time.perf_counter()
-    result = train(data, run_dir, preset="quick", model_config=VARIANTS[variant], seed=0)
+    keep_freed_memory()  # as `minrep train` does: this process only trains
+    config = TrainConfig(preset="quick", seed=0)
+    result = train(data, run_dir, config, model_config=VARIANTS[variant])
     seconds = time.perf_counter() - started
     last = result.history[-1]
     best = min(row["val_nll"] for row in result.history)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from minrep import datasets
 from minrep.io import save_npz
-from minrep.train import PRESETS, GeometricRamp, LinearRamp, Plan, Stage
+from minrep.schedule import PRESETS, GeometricRamp, LinearRamp, Plan, Stage
 
 SEEDS = {"bm": 11, "fbm": 12, "sbm": 13}
 
@@ -61,10 +61,12 @@ def scaled(plan: Plan, factor: float) -> Plan:
 def worker(data: str, run_dir: str, plan_json: str, seed: int, threads: int) -> None:
     import torch
 
-    from minrep.train import train
+    from minrep.train import TrainConfig, keep_freed_memory, train
 
     torch.set_num_threads(threads)
-    train(data, run_dir, plan=Plan.from_dict(json.loads(plan_json)), seed=seed, progress=False)
+    keep_freed_memory()  # as `minrep train` does: this process only trains
+    config = TrainConfig(plan=Plan.from_dict(json.loads(plan_json)), seed=seed)
+    train(data, run_dir, config, progress=False)
 
 
 def history(run_dir: Path) -> list[dict]:
@@ -166,9 +168,10 @@ def main() -> None:
             if all(len(r) >= 2 for r in rows.values()):
                 checked = True
                 per_epoch = max(
-                    float(r[1]["seconds"]) - float(r[0]["seconds"]) for r in rows.values()
+                    float(r[1]["elapsed_seconds"]) - float(r[0]["elapsed_seconds"])
+                    for r in rows.values()
                 )
-                first = max(float(r[0]["seconds"]) for r in rows.values())
+                first = max(float(r[0]["elapsed_seconds"]) for r in rows.values())
                 longest = max(plan.epochs for _, plan in running.values())
                 projected = started + first + (longest - 1) * per_epoch
                 print(
