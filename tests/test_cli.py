@@ -1,13 +1,18 @@
 """Tests of the minrep command line: each command against the library call it wraps."""
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from minrep import andi, datasets, io, processes
-from minrep.cli import app, parse_values
+from minrep.analysis import YARDSTICKS
+from minrep.cli import app, parse_latent_values, parse_sweep, parse_values
+from minrep.demo import metric_lines
 
 runner = CliRunner()
 
@@ -22,6 +27,53 @@ def test_parse_values():
     np.testing.assert_allclose(parse_values("0.2:1.8:5"), np.linspace(0.2, 1.8, 5))
     np.testing.assert_allclose(parse_values("1e-5:1e-2:4", log=True), np.geomspace(1e-5, 1e-2, 4))
     assert parse_values(None) is None
+    with pytest.raises(typer.BadParameter, match="start:stop:count"):
+        parse_values("1:2")
+
+
+def test_latent_specs_share_the_values_parser():
+    assert parse_latent_values("0=-1.5,1=0.3") == {0: -1.5, 1: 0.3}
+    index, values = parse_sweep("1=-4:4:5")
+    assert index == 1
+    np.testing.assert_allclose(values, np.linspace(-4, 4, 5))
+    assert parse_sweep("2=-1,0,1.5") == (2, (-1.0, 0.0, 1.5))  # a list, as for --alpha
+    for bad, message in [("1=-4:4", "index=start:stop:count"), ("1", "index=start:stop:count")]:
+        with pytest.raises(typer.BadParameter, match=message):
+            parse_sweep(bad)
+    for bad in ("0=x", "0", "a=1"):
+        with pytest.raises(typer.BadParameter, match="index=value"):
+            parse_latent_values(bad)
+    with pytest.raises(typer.BadParameter, match="one value per latent"):
+        parse_latent_values("0=1:2:3")
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level packages imported by running ``code`` in a fresh interpreter."""
+    script = (
+        f"import sys\n{code}\nprint(','.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.strip().splitlines()[-1].split(","))
+
+
+def test_data_commands_do_not_import_torch(tmp_path):
+    # simulate and exact-nll run without loading torch (it costs seconds at start-up).
+    path = tmp_path / "bm.npz"
+    code = (
+        "from typer.testing import CliRunner\n"
+        "from minrep.cli import app\n"
+        "for args in ({!r}, {!r}):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output"
+    ).format(
+        ["simulate", "bm", "-o", str(path), "--n-per-cell", "2", "--length", "50"],
+        ["exact-nll", str(path), "--start", "5"],
+    )
+    modules = _modules_after(code)
+    assert "minrep" in modules and "typer" in modules
+    assert "torch" not in modules and "lightning" not in modules
+    assert io.load_npz(path).displacements.shape == (8, 1, 49)
 
 
 def test_simulate_writes_the_requested_grid(tmp_path):
@@ -51,6 +103,7 @@ def test_simulate_writes_the_requested_grid(tmp_path):
     assert sorted(set(data.alpha)) == [0.5, 1.5]
     np.testing.assert_allclose(sorted(set(data.D)), [1e-4, 1e-3, 1e-2])
     assert data.process == "fbm" and data.meta["seed"] == 3
+    assert "T = 50" in result.output  # --length is positions: 49 displacements
     expected = datasets.make_dataset(
         "fbm",
         alpha=(0.5, 1.5),
@@ -115,3 +168,44 @@ def test_demo_on_a_users_unlabelled_2d_file(tmp_path):
     assert "each axis encoded as a 1D trajectory" in result.output
     assert "no labels, so no readout" in result.output
     assert (tmp_path / "out" / "latents.csv").is_file()
+
+
+def test_metric_lines_explain_each_kind_once():
+    metrics = {
+        "surviving_latents": [0, 5],
+        "kl_per_latent": [3.1, 0.01, 1.8],
+        "r2_alpha": 0.97,
+        "tamsd_r2_alpha": 0.96,
+        "bayes_r2_alpha": {"decoder_steps": 0.98, "all_steps": 0.985},
+        "mig": 0.56,
+        "dci": {"disentanglement": 0.65, "completeness": 0.74, "informativeness": 0.99},
+        "nll_mean": -2.3089,
+        "exact_nll_mean": -2.3085,
+        "nll_gap": -0.0004,
+        "generation": {
+            "n_generated": 980,
+            "alpha_g_error_lags_1_20": 0.026,
+            "alpha_g_error_lags_380_400": 0.37,
+        },
+    }
+    lines = metric_lines(metrics)
+    text = " ".join(line.strip() for line in lines)
+    for kind in ("kl_per_latent", "r2", "mig", "dci", "nll_gap", "alpha_g_error"):
+        # The yardstick's first words appear exactly once, after the numbers it explains.
+        opening = "(" + " ".join(YARDSTICKS[kind].split()[:4])
+        assert text.count(opening) == 1, kind
+
+    def row(prefix):  # index of the first line that starts with prefix (ignoring alignment)
+        return next(i for i, line in enumerate(lines) if line.strip().startswith(prefix))
+
+    def explanation(kind):
+        return row("(" + " ".join(YARDSTICKS[kind].split()[:4]))
+
+    assert row("kl_per_latent:") < explanation("kl_per_latent") < row("r2_alpha:")
+    assert "0.1 nat" in " ".join(lines[explanation("kl_per_latent") :][:3])
+    assert row("bayes_r2_alpha (all_steps)") < explanation("r2") < row("mig:")
+    assert row("nll_gap:") < explanation("nll_gap") < row("n_generated:")
+    assert row("alpha_g_error_lags_380_400:") < explanation("alpha_g_error")
+    assert "disentanglement 0.6500, completeness 0.7400" in text
+    assert "bayes_r2_alpha (all_steps): 0.9850" in text
+    assert all(len(line) <= 100 for line in lines if line.strip().startswith("("))

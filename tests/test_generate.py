@@ -136,27 +136,41 @@ def test_generate_command(tmp_path):
 
     def run_generate(out, *options):
         result = runner.invoke(
-            app, ["generate", str(tmp_path / "m"), "-o", str(tmp_path / out), *options]
+            app, ["generate", str(tmp_path / "m"), "-o", str(tmp_path / out), *map(str, options)]
         )
         assert result.exit_code == 0, result.output
         return io.load_npz(tmp_path / out)
 
+    # --length is positions T, as in simulate: T - 1 displacements.
     a = run_generate("a.npz", "--z", "0=-1.5,1=0.3", "--n", "4", "--length", "40")
-    assert a.displacements.shape == (4, 1, 40)
+    assert a.displacements.shape == (4, 1, 39)
     assert np.all(a.labels["z_0"] == -1.5) and np.all(a.labels["z_2"] == 0)
+    # The default: T = 400 positions, the paper's length (399 displacements).
+    assert run_generate("d.npz", "--z", "0=1").displacements.shape == (1, 1, 399)
     s = run_generate("s.npz", "--sweep", "1=-4:4:5", "--n-per-value", "3", "--length", "40")
     np.testing.assert_allclose(np.unique(s.labels["z_1"]), np.linspace(-4, 4, 5))
+    # Without --seed, fresh randomness each run, and the seed drawn is recorded: given back,
+    # it reproduces the file.
+    b = run_generate("b.npz", "--z", "0=-1.5,1=0.3", "--n", "4", "--length", "40")
+    assert not np.array_equal(a.displacements, b.displacements)
+    assert isinstance(b.meta["seed"], int) and b.meta["seed"] != a.meta["seed"]
+    again = run_generate(
+        "c.npz", "--z", "0=-1.5,1=0.3", "--n", "4", "--length", "40", "--seed", b.meta["seed"]
+    )
+    assert again.displacements.tobytes() == b.displacements.tobytes()
     data = datasets.make_dataset("fbm", alpha=(0.5,), D=(1e-3,), n_per_cell=3, n_positions=60)
     source = io.save_npz(data, tmp_path / "in.npz")
     f = run_generate(
         "f.npz", "--from", str(source), "--n", "2", "--context", "start", "--length", "30"
     )
     assert len(f) == 6 and np.all(f.alpha == 0.5)  # the inputs' labels come along
+    assert f.displacements.shape == (6, 1, 29)
     for args, message in [
         (["--z", "7=1"], "out of range"),
         (["--sweep", "1=-4:4"], "index=start:stop:count"),
         (["--z", "1=1", "--context", "start"], "together with --from"),
         (["--z", "1=1", "--sweep", "0=1:2:3"], "exactly one of"),
+        (["--z", "1=1", "--length", "1"], "--length (positions T) must be >= 2"),
     ]:
         result = runner.invoke(
             app, ["generate", str(tmp_path / "m"), "-o", str(tmp_path / "x.npz"), *args]

@@ -9,14 +9,14 @@ import torch
 from typer.testing import CliRunner
 
 import minrep
-from minrep import checkpoint, datasets, io
-from minrep.analysis import latent_statistics
+from minrep import checkpoint, datasets, io, processes
+from minrep.analysis import YARDSTICKS, latent_statistics
 from minrep.cli import app
 from minrep.demo import run_demo
 from minrep.encode import encode, encode_axes
 from minrep.model import ModelConfig
 
-MINIMAL = {"bm": 1, "fbm": 2, "sbm": 2}
+MINIMAL = {"bm": 1, "fbm": 2, "sbm": 2}  # surviving latents of each process's shipped model
 SHIPPED = sorted(p.name for p in checkpoint.PRETRAINED.iterdir() if p.is_dir())
 
 
@@ -26,11 +26,17 @@ def _single_thread():
 
 
 def test_every_process_has_a_shipped_model():
-    assert set(SHIPPED) <= set(MINIMAL)
-    assert SHIPPED, "no shipped model"
+    # One model per exactly simulated process, named after it and trained on it; the
+    # tests below run on each of them (not on whatever happens to be in the folder).
+    assert set(MINIMAL) == set(processes.PROCESSES)
+    for process in processes.PROCESSES:
+        folder = checkpoint.PRETRAINED / process
+        assert (folder / "model.safetensors").is_file(), f"no shipped model for {process}"
+        assert checkpoint.read_config(process)["data"]["process"] == process
+    assert set(processes.PROCESSES) <= set(SHIPPED)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", processes.PROCESSES)
 def test_shipped_model_loads_with_its_recorded_config(name):
     model = minrep.load_model(name)
     folder = checkpoint.PRETRAINED / name
@@ -42,7 +48,7 @@ def test_shipped_model_loads_with_its_recorded_config(name):
     assert sum(f.stat().st_size for f in folder.iterdir()) < 2_000_000
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", processes.PROCESSES)
 def test_shipped_model_keeps_its_minimal_latents_on_fresh_data(name):
     # 420 fresh trajectories of the training grid: the surviving latents carry 0.3-4 nat,
     # the others below 0.04 (model cards), far from the 0.1 nat threshold either way.
@@ -64,6 +70,12 @@ def test_demo_runs_end_to_end(tmp_path):
     text = "\n".join(lines)
     assert page.name == "index.html" and page.is_file()
     assert "surviving latents [" in text and "report:" in text
+    # Every number comes with its yardstick: survival at 0.1 nat, the sign of the NLL gap,
+    # what a good MIG, DCI and alpha_g error are.
+    words = " ".join(text.split())  # the yardsticks are wrapped
+    assert "0.1 nat" in words
+    for kind in ("kl_per_latent", "r2", "nll_gap", "mig", "dci", "alpha_g_error"):
+        assert " ".join(YARDSTICKS[kind].split()) in words, kind
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert len(metrics["surviving_latents"]) == 2
     for latent in metrics["surviving_latents"]:
@@ -71,7 +83,7 @@ def test_demo_runs_end_to_end(tmp_path):
         assert len(sweep) == 600
 
 
-def _tracks_2d(D_x, D_y, n=40, seed=0):  # noqa: N803
+def _tracks_2d(D_x, D_y, n=40, seed=0):
     x = datasets.make_dataset("fbm", alpha=(0.5,), D=(D_x,), n_per_cell=n, seed=seed)
     y = datasets.make_dataset("fbm", alpha=(0.5,), D=(D_y,), n_per_cell=n, seed=seed + 1)
     return io.Trajectories(np.concatenate([x.displacements, y.displacements], axis=1))

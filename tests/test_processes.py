@@ -343,15 +343,8 @@ def test_physics_only_and_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-def test_moved_names_still_resolve_with_a_warning():
-    from minrep import datasets
-
-    with pytest.warns(DeprecationWarning, match="moved to minrep.datasets.make_dataset"):
-        assert processes.make_dataset is datasets.make_dataset
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        processes.nothing  # noqa: B018
+    for moved in ("make_dataset", "PRESETS", "preset_grid", "Grid"):
+        assert not hasattr(processes, moved), f"{moved} lives in minrep.datasets"
 
 
 def test_check_parameters_ranges_of_andi_only_processes():

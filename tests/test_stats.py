@@ -165,7 +165,7 @@ def test_bad_input():
 def test_bayes_estimate_of_bm_reaches_the_information_limit():
     """n Gaussian steps of variance 2D give ln D with posterior variance 2/n: the posterior
     mean's error has that spread (flat prior far from the edges) and no bias."""
-    D, n_traj = 1e-3, 2000  # noqa: N806
+    D, n_traj = 1e-3, 2000
     dx = processes.simulate("bm", 1.0, D, 399, n_traj, dim=2, seed=3)
     _, log10_d = stats.bayes_estimate(dx, "bm", (0.2, 1.8), (1e-5, 1e-2))
     error = log10_d - np.log10(D)

@@ -12,7 +12,10 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from minrep import MinrepError, checkpoint, datasets, io, processes
+# Only what simulation and files need: torch (through checkpoint, model, encode, generate,
+# analysis) is imported inside the commands that use a model, so that simulate and exact-nll
+# start fast.
+from minrep import MinrepError, datasets, io, processes
 
 app = typer.Typer(
     help="Learn the minimal parameters of a stochastic process from its trajectories.",
@@ -34,21 +37,41 @@ def _user_errors():
 
 def parse_values(spec: str | None, log: bool = False) -> tuple[float, ...] | None:
     """``"0.5"``, ``"0.2,0.6,1.0"`` or ``"start:stop:count"`` (evenly spaced; in log space
-    when ``log``, as for D) to a tuple of floats."""
+    when ``log``, as for D) to a tuple of floats (:func:`minrep.datasets.parse_values`)."""
     if spec is None:
         return None
     try:
-        if ":" in spec:
-            start, stop, count = spec.split(":")
-            space = np.geomspace if log else np.linspace
-            values = space(float(start), float(stop), int(count))
-        else:
-            values = [float(v) for v in spec.split(",")]
+        return datasets.parse_values(spec, log=log)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _indexed(item: str, what: str) -> tuple[int, tuple[float, ...]]:
+    """``"index=values"`` (values as :func:`parse_values` reads them) to (index, values)."""
+    index, sep, values = item.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return int(index), datasets.parse_values(values)
     except ValueError:
-        raise typer.BadParameter(
-            f"{spec!r}: expected a number, a comma-separated list or start:stop:count"
-        ) from None
-    return tuple(float(v) for v in values)
+        raise typer.BadParameter(f"{item!r}: expected {what}") from None
+
+
+def parse_latent_values(spec: str) -> dict[int, float]:
+    """``"0=-1.5,1=0.3"`` -> {0: -1.5, 1: 0.3} (``--z``: one value per latent index)."""
+    values = {}
+    for item in spec.split(","):
+        index, (value, *more) = _indexed(item, "latent values as index=value,index=value")
+        if more:
+            raise typer.BadParameter(f"{item!r}: one value per latent (a sweep is --sweep)")
+        values[index] = value
+    return values
+
+
+def parse_sweep(spec: str) -> tuple[int, tuple[float, ...]]:
+    """``"1=-4:4:60"`` -> (1, 60 values from -4 to 4) (``--sweep``: one latent's values, as
+    start:stop:count, evenly spaced, or a comma-separated list)."""
+    return _indexed(spec, "a sweep as index=start:stop:count or index=v1,v2,...")
 
 
 PROCESS_HELP = "bm, fbm, sbm (exact, numpy) or ctrw, lw, attm (with --backend andi)"
@@ -62,7 +85,7 @@ def simulate(
     alpha: Annotated[
         str | None, typer.Option(help="alpha values: 0.5 | 0.2,1.0 | 0.2:1.8:21")
     ] = None,
-    D: Annotated[  # noqa: N803
+    D: Annotated[
         str | None, typer.Option("--D", "-D", help="D values: 1e-3 | 1e-5:1e-2:10 (log-spaced)")
     ] = None,
     n_per_cell: Annotated[
@@ -250,6 +273,7 @@ def encode(
 ):
     """Latent mean and log-variance of each trajectory (a 1D model encodes 2D/3D tracks axis
     by axis)."""
+    from minrep import checkpoint
     from minrep.encode import encode as encode_all
     from minrep.encode import encode_axes, save_latents
 
@@ -287,18 +311,27 @@ def generate(
         Path | None, typer.Option("--from", help="encode these trajectories and regenerate")
     ] = None,
     sweep: Annotated[
-        str | None, typer.Option(help="sweep one latent: index=start:stop:count")
+        str | None, typer.Option(help="sweep one latent: index=start:stop:count or index=v1,v2")
     ] = None,
     n: Annotated[int, typer.Option(help="trajectories per latent vector (or per input)")] = 1,
     n_per_value: Annotated[int | None, typer.Option(help="trajectories per sweep value")] = None,
-    length: Annotated[int, typer.Option(help="displacements per generated trajectory")] = 399,
+    length: Annotated[
+        int, typer.Option(help="positions per generated trajectory T (T - 1 displacements)")
+    ] = 400,
     context: Annotated[
         str, typer.Option(help="zeros (the paper) or start (the input's first displacements)")
     ] = "zeros",
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="random seed: same seed, same trajectories (default: fresh randomness each "
+            "run; the seed drawn is recorded in the file)"
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="trajectories generated together")] = 1000,
 ):
     """Generate trajectories from latent values, from encoded trajectories, or a latent sweep."""
+    from minrep import checkpoint
     from minrep import generate as gen
     from minrep.encode import encode as encode_all
 
@@ -310,16 +343,19 @@ def generate(
         ]
         if len(chosen) != 1:
             raise gen.GenerationError("give exactly one of --z, --from and --sweep")
+        if length < 2:
+            raise gen.GenerationError(f"--length (positions T) must be >= 2, got {length}")
+        values = parse_latent_values(z) if z is not None else None
+        index, sweep_values = parse_sweep(sweep) if sweep is not None else (None, None)
         vae = checkpoint.load_model(model)
-        if length < 1:
-            raise gen.GenerationError(f"--length must be >= 1, got {length}")
+        if seed is None:  # fresh randomness, recorded so that the file can be reproduced
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
         labels: dict[str, np.ndarray] = {}
         starts = None
-        if z is not None:
-            latents = gen.latents_with_values(vae, gen.parse_latent_values(z), n)
+        if values is not None:
+            latents = gen.latents_with_values(vae, values, n)
         elif sweep is not None:
-            index, values = gen.parse_sweep(sweep)
-            latents = gen.sweep_latents(vae, index, values, n_per_value or n)
+            latents = gen.sweep_latents(vae, index, sweep_values, n_per_value or n)
             labels["sweep_latent"] = np.full(len(latents), index)
         else:
             data = io.load(from_file, min_steps=vae.config.min_steps)
@@ -331,7 +367,13 @@ def generate(
         if context not in ("zeros", "start") or (context == "start" and starts is None):
             raise gen.GenerationError("--context is zeros, or start together with --from")
         displacements = gen.generate_many(
-            vae, latents, length, context=starts, seed=seed, batch_size=batch_size, progress=True
+            vae,
+            latents,
+            length - 1,
+            context=starts,
+            seed=seed,
+            batch_size=batch_size,
+            progress=True,
         )
         result = gen.generated_set(
             displacements,
@@ -346,7 +388,10 @@ def generate(
         )
         result.labels.update(labels)
         io.save_npz(result, output)
-    typer.echo(f"{len(result)} trajectories of {length} displacements -> {output}")
+    typer.echo(
+        f"{len(result)} trajectories of T = {length} positions ({length - 1} displacements), "
+        f"seed {seed} -> {output}"
+    )
 
 
 @app.command()
@@ -364,6 +409,7 @@ def analyze(
     seed: Annotated[int, typer.Option(help="seed of the test set and the generation")] = 0,
 ):
     """The paper's figures and every number behind them: index.html, PNGs and metrics.json."""
+    from minrep import checkpoint
     from minrep.analysis import analyze as run_analysis
     from minrep.plots import write_report
 
@@ -378,6 +424,8 @@ def analyze(
 
 def _test_set(model: str, vae, data: Path | None, n_per_cell: int | None, seed: int):
     """The labelled test set given, or the paper-test grid of the model's training process."""
+    from minrep import checkpoint
+
     if data is not None:
         return io.load_npz(data, min_steps=vae.config.min_steps)
     process = checkpoint.read_config(model).get("data", {}).get("process")
@@ -391,29 +439,11 @@ def _test_set(model: str, vae, data: Path | None, n_per_cell: int | None, seed: 
 
 
 def _print_metrics(metrics: dict) -> None:
-    keys = (
-        "surviving_latents",
-        "r2_alpha",
-        "tamsd_r2_alpha",
-        "r2_log10_D",
-        "tamsd_r2_log10_D",
-        "mig",
-        "nll_mean",
-        "exact_nll_mean",
-        "nll_gap",
-    )
-    rows = [(key, metrics[key]) for key in keys if key in metrics]
-    for name in ("alpha", "log10_D"):
-        for steps, value in metrics.get(f"bayes_r2_{name}", {}).items():
-            rows.append((f"bayes_r2_{name} ({steps})", value))
-    rows += list(metrics.get("generation", {}).items())
-    width = max(len(key) for key, _ in rows)
-    for key, value in rows:
-        typer.echo(
-            f"{key:>{width}}: {value:.4f}"
-            if isinstance(value, float)
-            else f"{key:>{width}}: {value}"
-        )
+    """The headline numbers, each kind with one line that says what a good value is."""
+    from minrep.demo import metric_lines
+
+    for line in metric_lines(metrics):
+        typer.echo(line)
 
 
 @app.command()

@@ -8,13 +8,14 @@ the full analysis report.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from minrep import checkpoint, datasets, io, stats
-from minrep.analysis import analyze
+from minrep.analysis import YARDSTICKS, analyze
 from minrep.encode import encode, encode_axes, save_latents
 from minrep.generate import generate_many, generated_set, sweep_latents
 from minrep.plots import write_report
@@ -22,18 +23,99 @@ from minrep.plots import write_report
 SWEEP = np.linspace(-2.5, 2.5, 6)  # latent values, in prior standard deviations
 
 
-def sweep_table(model, latent: int, per_value: int = 100, seed: int = 0):
+def sweep_table(model, latent: int, per_value: int = 100, seed: int = 0, n_steps: int = 399):
     """Trajectories generated along a sweep of one latent (others at 0), with the TA-MSD fit
-    (lags 1-9) of each value's ensemble: rows ``(value, alpha, D)`` and the dataset."""
+    of each value's ensemble over the paper's lags (:data:`minrep.stats.CLASSICAL_LAGS`):
+    rows ``(value, alpha, D)`` and the dataset."""
     z = sweep_latents(model, latent, SWEEP, per_value)
-    displacements = generate_many(model, z, 399, seed=seed, batch_size=600)
+    displacements = generate_many(model, z, n_steps, seed=seed, batch_size=600)
+    first, last = stats.CLASSICAL_LAGS
     rows = []
     for k, value in enumerate(SWEEP):
         part = displacements[k * per_value : (k + 1) * per_value]
-        msd = stats.ta_msd(part, 9).mean(axis=0)
-        alpha, D = stats.fit_power_law(np.arange(1, 10), msd)  # noqa: N806
+        msd = stats.tea_msd(part, last)[first - 1 :]
+        alpha, D = stats.fit_power_law(np.arange(first, last + 1), msd)
         rows.append((float(value), float(alpha), float(D)))
     return rows, generated_set(displacements, z, {"generator": "minrep demo", "seed": seed})
+
+
+def yardstick(key: str) -> str | None:
+    """The line of :data:`minrep.analysis.YARDSTICKS` that says what a good value of metric
+    ``key`` is: its own, or that of the kind it belongs to (``tamsd_r2_alpha`` -> ``r2``,
+    ``alpha_g_error_lags_1_20`` -> ``alpha_g_error``); None if there is none."""
+    for kind, line in YARDSTICKS.items():
+        if key == kind or key.startswith(f"{kind}_") or f"_{kind}_" in key:
+            return line
+    return None
+
+
+def explain(kind: str, indent: int = 2, width: int = 100) -> list[str]:
+    """The yardstick of ``kind`` wrapped to ``width`` columns, indented (none if unknown)."""
+    line = yardstick(kind)
+    if line is None:
+        return []
+    pad = " " * indent
+    return textwrap.wrap(f"({line})", width, initial_indent=pad, subsequent_indent=pad + " ")
+
+
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_value(v)}" for k, v in value.items())
+    if isinstance(value, list) and value and isinstance(value[0], float):
+        return ", ".join(f"{v:.2g}" for v in value)
+    return str(value)
+
+
+def metric_lines(metrics: dict, keys=None) -> list[str]:
+    """The headline numbers of ``metrics`` as ``name: value`` lines, each group followed once
+    by the yardstick that says what a good value is. ``keys``: which top-level metrics (default:
+    those ``minrep analyze`` prints); ``generation`` expands to its entries."""
+    keys = keys or (
+        "surviving_latents",
+        "kl_per_latent",
+        "r2_alpha",
+        "tamsd_r2_alpha",
+        "bayes_r2_alpha",
+        "r2_log10_D",
+        "tamsd_r2_log10_D",
+        "bayes_r2_log10_D",
+        "mig",
+        "dci",
+        "nll_mean",
+        "exact_nll_mean",
+        "nll_gap",
+        "generation",
+    )
+    # Numbers explained by the yardstick of the group they stand in.
+    grouped = {
+        "surviving_latents": "kl_per_latent",
+        "nll_mean": "nll_gap",
+        "exact_nll_mean": "nll_gap",
+    }
+    rows = []  # (name, value, yardstick kind)
+    for key in keys:
+        if key not in metrics:
+            continue
+        if key == "generation":
+            rows += [(k, v, k) for k, v in metrics[key].items()]
+        elif key.startswith("bayes_r2_"):
+            rows += [(f"{key} ({steps})", v, "r2") for steps, v in metrics[key].items()]
+        else:
+            rows.append((key, metrics[key], grouped.get(key, key)))
+    if not rows:
+        return []
+    width = max(len(name) for name, _, _ in rows)
+    texts = [yardstick(kind) for _, _, kind in rows]
+    lines, explained = [], set()
+    for i, (name, value, kind) in enumerate(rows):
+        lines.append(f"{name:>{width}}: {_value(value)}")
+        last_of_group = i + 1 == len(rows) or texts[i + 1] != texts[i]
+        if texts[i] is not None and last_of_group and texts[i] not in explained:
+            explained.add(texts[i])
+            lines += explain(kind, indent=width + 2)
+    return lines
 
 
 def run_demo(
@@ -73,6 +155,8 @@ def run_demo(
         + ", ".join(f"{v:.2g}" for v in m["kl_per_latent"])
         + ")"
     )
+    for line in explain("kl_per_latent"):
+        echo(line)
     echo(
         f"{'':>10}  {'latent readout R^2':>18}  {'TA-MSD fit R^2':>14}  {'best possible R^2':>17}"
         "   (inside the training range; best: Bayes, exact likelihood)"
@@ -83,17 +167,26 @@ def run_demo(
             echo(
                 f"{name:>10}  {m[f'r2_{name}']:18.3f}  {m[f'tamsd_r2_{name}']:14.3f}  {best:17.3f}"
             )
+    for line in explain("r2"):
+        echo(line)
     if "nll_gap" in m:
         echo(
             f"NLL {m['nll_mean']:.4f} nat per displacement; exact {m['exact_nll_mean']:.4f}; "
             f"gap {m['nll_gap']:+.4f}"
         )
+        for line in explain("nll_gap"):
+            echo(line)
+    others = metric_lines(m, ("mig", "dci", "generation"))
+    if others:
+        echo("\nmore of the report's numbers (all in metrics.json):")
+    for line in others:
+        echo(line)
     for latent in m["surviving_latents"]:
         rows, sweep = sweep_table(vae, latent, seed=seed)
         io.save_npz(sweep, out / f"sweep_latent_{latent}.npz")
         echo(f"\ngenerated along latent {latent} (others 0), TA-MSD fit of each ensemble:")
         echo(f"{'z':>6}  {'alpha':>6}  {'D':>9}")
-        for value, alpha, D in rows:  # noqa: N806
+        for value, alpha, D in rows:
             echo(f"{value:6.2f}  {alpha:6.3f}  {D:9.3g}")
     page = write_report(result, out, title=f"minrep demo: shipped model {model}")
     echo(f"\nreport: {page.resolve()}")

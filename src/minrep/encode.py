@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from minrep import MinrepError, io
 from minrep.model import VAE
+from minrep.progress import bar
 
 
 class EncodingError(MinrepError, ValueError):
@@ -37,18 +37,15 @@ def encode(
     mu = np.empty((n, config.latent_dim), dtype=np.float32)
     logvar = np.empty_like(mu)
     model.eval()
-    with tqdm(total=n, desc="encode", disable=not progress, unit="traj") as bar:
+    with bar(total=n, desc="encode", enabled=progress, unit="traj") as done:
         for length, index in trajectories.groups_by_length():
             for lo in range(0, index.size, batch_size):
                 rows = index[lo : lo + batch_size]
                 x = torch.from_numpy(trajectories.displacements[rows, :, :length]).to(device)
                 m, v = model.encode(x)
                 mu[rows], logvar[rows] = m.cpu().numpy(), v.cpu().numpy()
-                bar.update(rows.size)
+                done.update(rows.size)
     return {"mu": mu, "logvar": logvar}
-
-
-AXES = "xyz"
 
 
 def encode_axes(
@@ -108,7 +105,7 @@ def save_latents(latents: dict[str, np.ndarray], trajectories: io.Trajectories, 
             else:  # per axis: mu_x_0, mu_y_0, ...
                 for axis in range(values.shape[1]):
                     for i in range(values.shape[2]):
-                        table[f"{name}_{AXES[axis]}_{i}"] = values[:, axis, i]
+                        table[f"{name}_{io.COORDINATES[axis]}_{i}"] = values[:, axis, i]
         with io.atomic_write(path, suffix=".csv") as tmp:
             table.to_csv(tmp, index=False)
     else:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from minrep import MinrepError, io
 from minrep.model import RESIDUAL_SCALE, VAE
+from minrep.progress import bar
 
 CONDITION_CHUNK = 256  # time steps of block conditioning held at once
 
@@ -157,7 +157,7 @@ class FastDecoder:
         step_noise = {k: v.permute(2, 0, 1).contiguous().to(self.device) for k, v in noise.items()}
         series = torch.zeros(total, batch, c.dim, device=self.device)
         series[:rf] = context.permute(2, 0, 1)
-        for step in tqdm(range(total - 1), desc="generate", disable=not progress, unit="step"):
+        for step in bar(range(total - 1), desc="generate", enabled=progress, unit="step"):
             now = step + 1  # the time whose displacement this step predicts
             if step == 0 or now % CONDITION_CHUNK == 0:
                 chunk_start = now - now % CONDITION_CHUNK
@@ -282,7 +282,7 @@ def generate_many(
     decoder = FastDecoder(model)
     out = np.empty((len(z), model.config.dim, n_steps), dtype=np.float32)
     chunks = range(0, len(z), batch_size)
-    for lo in tqdm(chunks, desc="generate", disable=not progress or len(chunks) < 2, unit="batch"):
+    for lo in bar(chunks, desc="generate", enabled=progress and len(chunks) > 1, unit="batch"):
         rows = slice(lo, lo + batch_size)
         noise = draw_noise(model, len(z[rows]), n_steps, generator)
         part_context = None if context is None else context[rows]
@@ -296,27 +296,3 @@ def generate_many(
             decoder=decoder,
         )
     return out
-
-
-def parse_latent_values(spec: str) -> dict[int, float]:
-    """``"0=-1.5,1=0.3"`` -> {0: -1.5, 1: 0.3}."""
-    values = {}
-    try:
-        for item in spec.split(","):
-            index, value = item.split("=")
-            values[int(index)] = float(value)
-    except ValueError:
-        raise GenerationError(
-            f"{spec!r}: expected latent values as index=value,index=value"
-        ) from None
-    return values
-
-
-def parse_sweep(spec: str) -> tuple[int, np.ndarray]:
-    """``"1=-4:4:60"`` -> (1, linspace(-4, 4, 60))."""
-    try:
-        index, span = spec.split("=")
-        start, stop, count = span.split(":")
-        return int(index), np.linspace(float(start), float(stop), int(count))
-    except ValueError:
-        raise GenerationError(f"{spec!r}: expected a sweep as index=start:stop:count") from None

@@ -127,7 +127,7 @@ class Trajectories:
         return self.labels.get("alpha")
 
     @property
-    def D(self) -> np.ndarray | None:  # noqa: N802 (the physicists' name)
+    def D(self) -> np.ndarray | None:
         return self.labels.get("D")
 
     @property
@@ -320,6 +320,127 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise TrajectoryFileError(f"{path}: cannot be read as a table ({err})") from None
 
 
+@dataclass
+class _Runs:
+    """The rows of a tracking table grouped into trajectories: ``order`` sorts the rows by
+    particle then frame; trajectory k is sorted rows ``starts[k] .. ends[k] - 1``."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    particle: np.ndarray  # id of each trajectory's particle
+    first_frame: np.ndarray
+    segment: np.ndarray  # 0, 1, ... for the pieces of one particle cut at gaps
+
+    @property
+    def n_steps(self) -> np.ndarray:
+        return self.ends - self.starts - 1
+
+    def subset(self, keep: np.ndarray) -> _Runs:
+        return _Runs(
+            self.order,
+            self.starts[keep],
+            self.ends[keep],
+            self.particle[keep],
+            self.first_frame[keep],
+            self.segment[keep],
+        )
+
+
+def _track_columns(path: Path, table: pd.DataFrame) -> tuple[str, list[str]]:
+    """The particle id column and the coordinate columns, or an error naming what is missing."""
+    id_column = next((c for c in ID_COLUMNS if c in table.columns), None)
+    coords = [c for c in COORDINATES if c in table.columns]
+    missing = [] if id_column else ["particle (or traj_idx)"]
+    missing += [c for c in ("frame", "x") if c not in table.columns]
+    needed = COORDINATES[: COORDINATES.index(coords[-1]) + 1] if coords else ()
+    missing += [f"{c} (found {', '.join(coords)})" for c in needed[1:] if c not in coords]
+    if missing:
+        raise TrajectoryFileError(
+            f"{path}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(map(str, table.columns))}"
+        )
+    return id_column, coords
+
+
+def _numbers(path: Path, table: pd.DataFrame, ids, columns, where) -> dict[str, np.ndarray]:
+    """``columns`` as float64, every value finite, frames integers; else the first bad row."""
+    numbers = {}
+    for column in columns:
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = table[column].iloc[row]  # as written (numpy 2 would repr np.float64(nan))
+            value = value.item() if isinstance(value, np.generic) else value
+            raise TrajectoryFileError(
+                f"{path}: particle {ids[row]}, {where(row)}: {column} = {value!r}"
+                f" is not a finite number ({bad.sum()} such value(s) in column {column})"
+            )
+        numbers[column] = values
+    frames = numbers["frame"]
+    if (frames != np.round(frames)).any():
+        row = int(np.flatnonzero(frames != np.round(frames))[0])
+        raise TrajectoryFileError(
+            f"{path}: particle {ids[row]}, {where(row)}: frame {frames[row]} is not an integer"
+        )
+    numbers["frame"] = frames.astype(np.int64)
+    return numbers
+
+
+def _runs(path: Path, ids, frames, split_gaps: bool, where) -> _Runs:
+    """Trajectories as runs of consecutive frames of one particle; a repeated frame is an
+    error, and so is a gap unless ``split_gaps`` (a new trajectory starts after it)."""
+    order = np.lexsort((frames, pd.factorize(ids, sort=True)[0]))
+    ids_sorted, frames_sorted = ids[order], frames[order]
+    same = ids_sorted[1:] == ids_sorted[:-1]
+    step = np.diff(frames_sorted)
+    repeated = np.flatnonzero(same & (step == 0))
+    if repeated.size:
+        j = int(repeated[0])
+        raise TrajectoryFileError(
+            f"{path}: particle {ids_sorted[j]} has frame {frames_sorted[j]} twice "
+            f"({where(int(order[j]))} and {where(int(order[j + 1]))})"
+        )
+    gaps = np.flatnonzero(same & (step > 1))
+    if gaps.size and not split_gaps:
+        j = int(gaps[0])
+        raise TrajectoryFileError(
+            f"{path}: particle {ids_sorted[j]} jumps from frame {frames_sorted[j]} to "
+            f"{frames_sorted[j + 1]} ({where(int(order[j + 1]))}); frames must be consecutive "
+            f"(or pass split_gaps / --split-gaps to cut trajectories at gaps)"
+        )
+    starts = np.flatnonzero(np.concatenate([[True], ~same | (step > 1)]))
+    ends = np.append(starts[1:], len(order))
+    particle = ids_sorted[starts]
+    segment = np.zeros(starts.size, dtype=np.int64)
+    for k in range(1, starts.size):
+        if particle[k] == particle[k - 1]:
+            segment[k] = segment[k - 1] + 1
+    return _Runs(order, starts, ends, particle, frames_sorted[starts], segment)
+
+
+def _long_enough(path: Path, runs: _Runs, min_steps: int, on_short: str, where) -> _Runs:
+    """The runs with at least ``min_steps`` displacements; the others raise (``on_short``
+    "error") or are dropped with a warning that counts them ("skip")."""
+    short = runs.n_steps < min_steps
+    if not short.any():
+        return runs
+    k = int(np.flatnonzero(short)[0])
+    message = (
+        f"{path}: {short.sum()} trajector{'y has' if short.sum() == 1 else 'ies have'} fewer "
+        f"than the minimum of {min_steps} displacements ({min_steps + 1} positions); the first"
+        f" is particle {runs.particle[k]} ({where(int(runs.order[runs.starts[k]]))}) with "
+        f"{runs.n_steps[k] + 1} position(s)"
+    )
+    if on_short == "error":
+        raise TrajectoryFileError(message)
+    warnings.warn(message + ": skipped", stacklevel=3)
+    if short.all():
+        raise TrajectoryFileError(f"{path}: no trajectory is long enough ({min_steps} steps)")
+    return runs.subset(~short)
+
+
 def read_tracks(
     path,
     *,
@@ -346,97 +467,23 @@ def read_tracks(
 
     if len(table) == 0:
         raise TrajectoryFileError(f"{path}: the file has a header but no rows")
-    id_column = next((c for c in ID_COLUMNS if c in table.columns), None)
-    coords = [c for c in COORDINATES if c in table.columns]
-    missing = [] if id_column else ["particle (or traj_idx)"]
-    missing += [c for c in ("frame", "x") if c not in table.columns]
-    needed = COORDINATES[: COORDINATES.index(coords[-1]) + 1] if coords else ()
-    missing += [f"{c} (found {', '.join(coords)})" for c in needed[1:] if c not in coords]
-    if missing:
-        raise TrajectoryFileError(
-            f"{path}: missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(map(str, table.columns))}"
-        )
+    id_column, coords = _track_columns(path, table)
     ids = table[id_column].to_numpy()
     if pd.isna(ids).any():
         row = int(np.flatnonzero(pd.isna(ids))[0])
         raise TrajectoryFileError(f"{path}: {where(row)} has no {id_column}")
-    numbers = {}
-    for column in ["frame", *coords]:
-        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            value = table[column].iloc[row]  # as written (numpy 2 would repr np.float64(nan))
-            value = value.item() if isinstance(value, np.generic) else value
-            raise TrajectoryFileError(
-                f"{path}: particle {ids[row]}, {where(row)}: {column} = {value!r}"
-                f" is not a finite number ({bad.sum()} such value(s) in column {column})"
-            )
-        numbers[column] = values
-    frames = numbers["frame"]
-    if (frames != np.round(frames)).any():
-        row = int(np.flatnonzero(frames != np.round(frames))[0])
-        raise TrajectoryFileError(
-            f"{path}: particle {ids[row]}, {where(row)}: frame {frames[row]} is not an integer"
-        )
-    frames = frames.astype(np.int64)
-
-    order = np.lexsort((frames, pd.factorize(ids, sort=True)[0]))
-    ids_sorted, frames_sorted = ids[order], frames[order]
-    same = ids_sorted[1:] == ids_sorted[:-1]
-    step = np.diff(frames_sorted)
-    repeated = np.flatnonzero(same & (step == 0))
-    if repeated.size:
-        j = int(repeated[0])
-        raise TrajectoryFileError(
-            f"{path}: particle {ids_sorted[j]} has frame {frames_sorted[j]} twice "
-            f"({where(int(order[j]))} and {where(int(order[j + 1]))})"
-        )
-    gaps = np.flatnonzero(same & (step > 1))
-    if gaps.size and not split_gaps:
-        j = int(gaps[0])
-        raise TrajectoryFileError(
-            f"{path}: particle {ids_sorted[j]} jumps from frame {frames_sorted[j]} to "
-            f"{frames_sorted[j + 1]} ({where(int(order[j + 1]))}); frames must be consecutive "
-            f"(or pass split_gaps / --split-gaps to cut trajectories at gaps)"
-        )
-    # Each trajectory is a run of consecutive frames of one particle.
-    starts = np.flatnonzero(np.concatenate([[True], ~same | (step > 1)]))
-    ends = np.append(starts[1:], len(order))
-    positions = np.stack([numbers[c][order] for c in coords])  # (dim, rows)
-    n_steps = ends - starts - 1
-    particle = ids_sorted[starts]
-    segment = np.zeros(starts.size, dtype=np.int64)
-    for k in range(1, starts.size):
-        if particle[k] == particle[k - 1]:
-            segment[k] = segment[k - 1] + 1
-
-    short = n_steps < min_steps
-    if short.any():
-        k = int(np.flatnonzero(short)[0])
-        message = (
-            f"{path}: {short.sum()} trajector{'y has' if short.sum() == 1 else 'ies have'} fewer "
-            f"than the minimum of {min_steps} displacements ({min_steps + 1} positions); the first"
-            f" is particle {particle[k]} ({where(int(order[starts[k]]))}) with {n_steps[k] + 1} "
-            f"position(s)"
-        )
-        if on_short == "error":
-            raise TrajectoryFileError(message)
-        warnings.warn(message + ": skipped", stacklevel=2)
-        keep = ~short
-        starts, ends, n_steps = starts[keep], ends[keep], n_steps[keep]
-        particle, segment = particle[keep], segment[keep]
-        if not keep.any():
-            raise TrajectoryFileError(f"{path}: no trajectory is long enough ({min_steps} steps)")
-
-    dx = np.full((starts.size, len(coords), int(n_steps.max())), np.nan, dtype=np.float32)
+    numbers = _numbers(path, table, ids, ["frame", *coords], where)
+    runs = _runs(path, ids, numbers["frame"], split_gaps, where)
+    runs = _long_enough(path, runs, min_steps, on_short, where)
+    positions = np.stack([numbers[c][runs.order] for c in coords])  # (dim, rows), sorted
+    n_steps = runs.n_steps
+    dx = np.full((n_steps.size, len(coords), int(n_steps.max())), np.nan, dtype=np.float32)
     increments = np.diff(positions, axis=1)  # increments across run boundaries are unused
-    for k, (s, m) in enumerate(zip(starts, n_steps, strict=True)):
+    for k, (s, m) in enumerate(zip(runs.starts, n_steps, strict=True)):
         dx[k, :, :m] = increments[:, s : s + m]
-    labels = {"particle": particle, "first_frame": frames_sorted[starts]}
+    labels = {"particle": runs.particle, "first_frame": runs.first_frame}
     if split_gaps:
-        labels["segment"] = segment
+        labels["segment"] = runs.segment
     meta = {"source": str(path), "id_column": id_column, "coordinates": coords}
     return Trajectories(dx, labels, meta, lengths=n_steps)
 

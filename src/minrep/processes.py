@@ -48,26 +48,6 @@ class SimulationError(MinrepError, ValueError):
     """Invalid simulation request (unknown process, parameter out of range, ...)."""
 
 
-_MOVED_TO_DATASETS = ("Grid", "PRESETS", "preset_grid", "make_dataset")
-
-
-def __getattr__(name: str):
-    # Transitional: the grids and make_dataset moved to minrep.datasets. Remove this once no
-    # caller reads them from here.
-    if name in _MOVED_TO_DATASETS:
-        import warnings
-
-        from minrep import datasets
-
-        warnings.warn(
-            f"minrep.processes.{name} moved to minrep.datasets.{name}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(datasets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ---------------------------------------------------------------------------------------------
 # Exact simulation
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
-from tqdm.auto import tqdm
+
+from minrep.progress import bar
 
 _CHUNK = 8192  # trajectories per FFT batch: bounds memory (~100 MB at T = 400) and paces progress
 
@@ -52,7 +53,7 @@ def ta_msd(
     lags = np.arange(1, max_lag + 1)
     out = np.empty((n, max_lag))
     chunks = range(0, n, _CHUNK)
-    for lo in tqdm(chunks, desc="TA-MSD", disable=not progress or len(chunks) < 2, unit="chunk"):
+    for lo in bar(chunks, desc="TA-MSD", enabled=progress and len(chunks) > 1, unit="chunk"):
         chunk = x[lo : lo + _CHUNK]
         # Centring changes no difference but keeps the FFT free of cancellation errors.
         chunk = chunk - chunk.mean(axis=-1, keepdims=True)
@@ -104,7 +105,7 @@ def default_lag_window(n_positions: int) -> tuple[int, int]:
     return 1, max(2, int(0.1 * n_positions))
 
 
-def estimate_alpha_D(  # noqa: N802
+def estimate_alpha_D(
     displacements, lags: tuple[int, int] | None = None, start: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Anomalous exponent and D of each trajectory from a fit of its TA-MSD over the lags
@@ -188,11 +189,11 @@ def bayes_estimate(
     displacements,
     process: str,
     alpha_range: tuple[float, float],
-    D_range: tuple[float, float],  # noqa: N803
+    D_range: tuple[float, float],
     *,
     start: int = 0,
     n_alpha: int = 41,
-    n_log10_D: int = 151,  # noqa: N803
+    n_log10_D: int = 151,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best possible estimate of alpha and log10 D of each trajectory: the posterior mean
@@ -215,7 +216,8 @@ def bayes_estimate(
     n_obs = dim * (length - start)
     log_evidence = np.empty((n, len(alphas)))
     mean_log10_d = np.empty((n, len(alphas)))
-    for i, a in enumerate(tqdm(alphas, desc="Bayes estimate", disable=not progress, unit="alpha")):
+    steps = bar(alphas, desc="Bayes estimate", enabled=progress, nested=True, unit="alpha")
+    for i, a in enumerate(steps):
         for lo in range(0, n, _CHUNK):
             # float32 errors: the log-likelihood is then off by ~1e-5 x chi2 (a few 1e-3 nat),
             # far below the posterior's width, and the FBM whitening costs half.
