@@ -151,27 +151,34 @@ def latent_surfaces(likelihood: LikelihoodPhase, surviving: list[int], path: Pat
 
 
 def nll_vs_alpha(likelihood: LikelihoodPhase, training_range: TrainingRange, path: Path) -> Path:
-    """Fig. 4: mean NLL per (alpha, D) cell against alpha, coloured by D, with exact_nll."""
+    """Fig. 4: mean NLL per (alpha, D) cell against alpha, coloured by D, next to the exact
+    NLL and the difference; against log10 D for a test set of one alpha (BM)."""
     panels = [("model NLL", likelihood.nll_cells)]
     if likelihood.exact_nll_cells is not None:
         panels.append(("exact NLL", likelihood.exact_nll_cells))
         panels.append(("model - exact", likelihood.nll_cells - likelihood.exact_nll_cells))
-    figure = _figure(4.8 * len(panels) + 1, 3.8)
+    one_alpha = len(likelihood.cell_alpha) < 2
+    figure = _figure(4.8 * len(panels) + (0 if one_alpha else 1), 3.8)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     log_d = np.log10(likelihood.cell_D)
     low, high = log_d.min(), max(log_d.max(), log_d.min() + 1e-9)
     colours = matplotlib.colormaps["viridis"]((log_d - low) / (high - low))
     for ax, (name, cells) in zip(axes, panels, strict=True):
-        for j in range(len(log_d)):
-            ax.plot(likelihood.cell_alpha, cells[:, j], ".-", color=colours[j], ms=3, lw=0.8)
-        _shade_training_range(ax, *training_range.alpha)
-        ax.set(xlabel="alpha", title=f"{name} (nat per displacement)")
+        if one_alpha:
+            ax.plot(log_d, cells[0], ".-", ms=4, lw=0.8)
+            _shade_training_range(ax, *np.log10(training_range.D))
+        else:
+            for j in range(len(log_d)):
+                ax.plot(likelihood.cell_alpha, cells[:, j], ".-", color=colours[j], ms=3, lw=0.8)
+            _shade_training_range(ax, *training_range.alpha)
+        ax.set(xlabel="log10 D" if one_alpha else "alpha", title=f"{name} (nat per displacement)")
     axes[0].set_ylabel("mean NLL per (alpha, D) cell")
     axes[0].legend(fontsize=7, loc="best")
     if len(panels) > 1:
         axes[1].sharey(axes[0])
         axes[-1].axhline(0, color="k", lw=0.8)
-    _colorbar(figure, axes, "viridis", low, high, "log10 D")
+    if not one_alpha:
+        _colorbar(figure, axes, "viridis", low, high, "log10 D")
     return _save(figure, path)
 
 
@@ -318,11 +325,20 @@ def _plot_kl(ax, history: pd.DataFrame) -> None:
     ax.set_title("KL per latent (dotted: new stage)", fontsize=10)
     _stage_starts(ax, history)
     beta = ax.twinx()
-    beta.plot(epochs, history["beta"], color="black", lw=1.5, alpha=0.4, label="beta (right)")
-    beta.set_ylabel("beta")
+    beta.plot(
+        epochs, history["beta"], color="k", lw=1.5, alpha=0.4, drawstyle="steps-mid", label="beta"
+    )
+    beta.set_ylabel("beta (grey)")
     handles, labels = ax.get_legend_handles_labels()
     more, more_labels = beta.get_legend_handles_labels()
-    ax.legend(handles + more, labels + more_labels, fontsize=7, ncol=2, loc="best")
+    ax.legend(
+        handles + more,
+        labels + more_labels,
+        fontsize=7,
+        ncol=5,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.15),
+    )
 
 
 def _plot_nll(ax, history: pd.DataFrame, has_exact: bool) -> None:
@@ -364,13 +380,17 @@ def _fmt(value) -> str:
 
 
 def _table(rows: list[tuple]) -> str:
-    """Rows of (name, value) or (name, value, yardstick): what a good value is, beside it."""
-    body = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td>"
-        f'<td class="yardstick">{html.escape(note[0]) if note else ""}</td></tr>'
-        for name, value, *note in rows
-    )
-    return f"<table>{body}</table>"
+    """Rows of (name, value) or (name, value, yardstick): what a good value is, beside the
+    first number of its kind."""
+    body, said = [], set()
+    for name, value, *note in rows:
+        yardstick = note[0] if note and note[0] not in said else ""
+        said.add(yardstick)
+        body.append(
+            f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td>"
+            f'<td class="yardstick">{html.escape(yardstick)}</td></tr>'
+        )
+    return f"<table>{''.join(body)}</table>"
 
 
 def _bayes_text(bayes: dict | None) -> str:
@@ -462,7 +482,7 @@ def _figures(analysis: Analysis, out: Path) -> list[tuple[Path | None, str]]:
         ),
         (
             nll_vs_alpha(likelihood, scope, out / "fig4_nll.png"),
-            "Fig. 4: NLL against alpha, coloured by D, next to the exact NLL",
+            "Fig. 4: mean NLL per (alpha, D) cell next to the exact NLL (grey: training range)",
         ),
     ]
     if analysis.generation is not None:
