@@ -86,7 +86,10 @@ _FIELD_CHECKS = {
     "init": (lambda v: v is None or isinstance(v, str), "a model path or name, or null"),
     "max_epochs": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
     "accelerator": (lambda v: isinstance(v, str), "a string (auto, cpu, gpu, ...)"),
-    "devices": (lambda v: (_is_int(v) and v >= 1) or isinstance(v, str), "an integer or a string"),
+    "devices": (
+        lambda v: (_is_int(v) and (v >= 1 or v == -1)) or isinstance(v, str),
+        "a count (-1: all) or a string",
+    ),
     "num_nodes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
 }
 
@@ -582,7 +585,9 @@ def train(
     return TrainResult(run.run_dir, model, run_files.rows, trainer.is_global_zero)
 
 
-def _prepare(data, run_dir: Path, config, model_config, resume: bool) -> _Run:
+def _prepare(
+    data, run_dir: Path, config: TrainConfig, model_config: ModelConfig | None, resume: bool
+) -> _Run:
     """Load and check the data, settle the configuration (a new run's or the resumed run's),
     split the data and record what config.json will say."""
     source = "data" if isinstance(data, io.Trajectories) else str(data)
@@ -594,17 +599,7 @@ def _prepare(data, run_dir: Path, config, model_config, resume: bool) -> _Run:
         config = _resumed_config(saved, config, run_dir)
         model_config = ModelConfig.from_dict(saved["model"])
     else:
-        if (run_dir / "checkpoints" / "last.ckpt").exists():
-            raise TrainingError(
-                f"{run_dir} holds a run already: pass resume (--resume) or a new path"
-            )
-        config = config.resolved()
-        if config.init is not None:
-            if model_config is not None:
-                raise TrainingError("give either a model configuration or a model to start from")
-            start = checkpoint.load_model(config.init)
-            model_config = start.config
-            config = dataclasses.replace(config, init=str(checkpoint.resolve(config.init)))
+        config, model_config, start = _new_run_config(run_dir, config, model_config)
     # minrep's default network works on displacements of order one (see minrep.model).
     model_config = model_config or ModelConfig(dim=data.dim, scale_equivariant=True)
     check_data(data, model_config, source)
@@ -631,6 +626,21 @@ def _prepare(data, run_dir: Path, config, model_config, resume: bool) -> _Run:
     return _Run(
         run_dir, config, model_config, saved is not None, start, train_set, val_set, exact, settings
     )
+
+
+def _new_run_config(run_dir: Path, config: TrainConfig, model_config: ModelConfig | None):
+    """A new run's resolved configuration, network configuration and the model it starts
+    from (``init``; None for a fresh network)."""
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise TrainingError(f"{run_dir} holds a run already: pass resume (--resume) or a new path")
+    config = config.resolved()
+    if config.init is None:
+        return config, model_config, None
+    if model_config is not None:
+        raise TrainingError("give either a model configuration or a model to start from")
+    start = checkpoint.load_model(config.init)
+    config = dataclasses.replace(config, init=str(checkpoint.resolve(config.init)))
+    return config, start.config, start
 
 
 def _saved_run(run_dir: Path) -> dict:
