@@ -67,6 +67,8 @@ def card(
         *[(f"generated: {k}", f"{v:.4g}" if isinstance(v, float) else v) for k, v in g.items()],
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    # Runs before the history's time columns were renamed wrote "seconds" (elapsed).
+    minutes = float(last.get("elapsed_seconds", last.get("seconds"))) / 60
     return f"""# Shipped model `{name}`
 
 {data["process"].upper()}, 1D, {config["model"]["latent_dim"]} latents, receptive field 32,
@@ -77,7 +79,7 @@ def card(
   {training["seed"]} (`minrep simulate {data["process"]} --preset paper --seed {training["seed"]}`).
 - Plan: {plan}; batch {training["batch_size"]}, Adam, split/initialisation seed {training["seed"]}.
 - Started from: {training.get("init") or "a fresh network"}.
-- Trained on: {trained_on}; {len(history)} epochs, {float(last["seconds"]) / 60:.1f} min.
+- Trained on: {trained_on}; {len(history)} epochs, {minutes:.1f} min.
 - Last validation epoch: NLL {float(last["val_nll"]):.4f}
   (exact {float(last["val_exact_nll"]):.4f}), surviving latents [{last["surviving"]}].
 
