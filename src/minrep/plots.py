@@ -49,7 +49,7 @@ def _shade_training_range(ax, low, high, axis="x"):
 
 def _colorbar(figure: Figure, ax, cmap: str, low: float, high: float, label: str):
     mappable = ScalarMappable(Normalize(low, high), matplotlib.colormaps[cmap])
-    figure.colorbar(mappable, ax=ax, label=label)
+    return figure.colorbar(mappable, ax=ax, label=label)
 
 
 def latents_vs_parameters(latents: LatentPhase, training_range: TrainingRange, path: Path) -> Path:
@@ -99,7 +99,7 @@ def readout_errors(readouts: ReadoutPhase, path: Path) -> Path | None:
             rms = [np.sqrt(np.nanmean(error2[r.truth == v])) for v in values]
             ax.plot(values, rms, color=color, ls=style, marker=".", label=label)
         ax.set(xlabel=f"true {name.replace('_', ' ')}", ylabel="RMS error", yscale="log")
-    axes[-1].legend(fontsize=8, loc="best")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4)
     figure.suptitle("Estimates of the parameters from the latents, against the best possible")
     return _save(figure, path)
 
@@ -178,7 +178,9 @@ def nll_vs_alpha(likelihood: LikelihoodPhase, training_range: TrainingRange, pat
         axes[1].sharey(axes[0])
         axes[-1].axhline(0, color="k", lw=0.8)
     if not one_alpha:
-        _colorbar(figure, axes, "viridis", low, high, "log10 D")
+        bar = _colorbar(figure, axes, "viridis", low, high, "log10 D (black: training range)")
+        for edge in np.log10(training_range.D):
+            bar.ax.axhline(edge, color="k", lw=1.5)
     return _save(figure, path)
 
 
