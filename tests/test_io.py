@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tempfile
 import textwrap
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
+from minrep import MinrepError
 from minrep.io import (
+    COORDINATES,
     Trajectories,
     TrajectoryFileError,
     atomic_write,
@@ -19,6 +26,8 @@ from minrep.io import (
     load_npz,
     read_tracks,
     save_npz,
+    valid_steps,
+    write_npz,
     write_tracks,
 )
 
@@ -352,6 +361,33 @@ def test_nan_padding_of_ragged_sets_is_not_an_error(tmp_path):
         load_npz(path)
 
 
+def test_displacements_too_large_for_float32_are_refused_naming_the_trajectory(tmp_path):
+    dx = np.zeros((3, 2, 5))
+    dx[1, 0, 3] = 1e300  # finite in float64, infinite in float32
+    with pytest.raises(TrajectoryFileError, match=matching("trajectory 1", "step 3", "float32")):
+        Trajectories(dx)
+    dx[1, 0, 3] = 3e38  # the largest float32 is 3.4e38: it fits
+    assert np.isfinite(Trajectories(dx).displacements).all()
+    dx[1, 0, 3] = 1e39
+    path = _npz(tmp_path / "big.npz", displacements=dx, particle=np.array([4, 5, 9]))
+    with pytest.raises(
+        TrajectoryFileError,
+        match=matching(path, "trajectory 1 (particle 5): displacement 1e+39", "too large"),
+    ):
+        load_npz(path)
+
+
+def test_the_container_refuses_non_finite_displacements_but_not_padding():
+    dx = np.zeros((2, 1, 4))
+    dx[0, 0, 3] = np.nan
+    with pytest.raises(TrajectoryFileError, match=matching("trajectory 0 ", "(nan) at step 3")):
+        Trajectories(dx)
+    assert Trajectories(dx, lengths=[3, 4]).step_counts().tolist() == [3, 4]  # padding
+    dx[1, 0, 0] = -np.inf
+    with pytest.raises(TrajectoryFileError, match="2 trajectories have such values"):
+        Trajectories(dx)
+
+
 def test_load_npz_min_steps(tmp_path):
     save_npz(ragged_set(lengths=(5, 2, 4)), tmp_path / "r.npz")
     assert len(load_npz(tmp_path / "r.npz", min_steps=2)) == 3
@@ -464,6 +500,25 @@ def test_written_files_get_the_permissions_of_an_ordinary_write(tmp_path):
         os.umask(old_umask)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert modes == {"plain": 0o644, "data.npz": 0o644, "tracks.csv": 0o644}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_gives_the_ordinary_mode_whatever_the_writer_did(tmp_path, umask):
+    old_umask = os.umask(umask)
+    try:
+        (tmp_path / "plain").write_bytes(b"")
+        with atomic_write(tmp_path / "private") as tmp:
+            os.chmod(tmp, 0o600)
+            tmp.write_bytes(b"x")
+        with atomic_write(tmp_path / "recreated") as tmp:  # a writer that replaces the file
+            tmp.unlink()
+            tmp.write_bytes(b"y")
+            os.chmod(tmp, 0o700)
+    finally:
+        os.umask(old_umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["plain", "private", "recreated"], 0o666 & ~umask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -772,6 +827,41 @@ def test_short_trajectories_can_be_skipped_with_a_warning(tmp_path):
         read_tracks(path, on_short="drop")
 
 
+@pytest.mark.parametrize(
+    ("x", "shown"),
+    [
+        (["0", "1e300", "1e300"], "(1e+300)"),  # overflows float32
+        (["1.7e308", "-1.7e308", "0"], "(-inf)"),  # overflows float64 too
+    ],
+)
+def test_coordinates_whose_displacements_overflow_float32_name_particle_and_line(
+    tmp_path, x, shown
+):
+    rows = "".join(f"8,{frame},{value},0.5\n" for frame, value in enumerate(x))
+    path = write_csv(tmp_path / "huge.csv", "particle,frame,x,y\n2,0,0,0\n2,1,1,1\n" + rows)
+    with pytest.raises(
+        TrajectoryFileError,
+        match=matching(
+            path,
+            f"particle 8, line 5: the x displacement from the previous frame {shown}",
+            "too large for float32",
+            "rescale",
+        ),
+    ):
+        read_tracks(path)
+    # Large positions whose displacements fit are fine: only the displacements must fit.
+    path.write_text("particle,frame,x\n8,0,1e30\n8,1,2e30\n8,2,3e30\n")
+    np.testing.assert_allclose(read_tracks(path).displacements, [[[1e30, 1e30]]], rtol=1e-6)
+
+
+def test_frames_beyond_exact_integers_are_refused(tmp_path):
+    path = write_csv(tmp_path / "frames.csv", "particle,frame,x\n1,0,0\n1,1e300,1\n")
+    with pytest.raises(
+        TrajectoryFileError, match=matching(path, "particle 1, line 3: frame 1e+300")
+    ):
+        read_tracks(path)
+
+
 @needs_parquet
 def test_parquet_errors_give_the_row(tmp_path):
     table = HAND_TABLE.copy()
@@ -833,3 +923,140 @@ def test_load_dispatches_on_suffix(tmp_path):
         load(tmp_path / "data.NPZ", min_steps=5)
     write_csv(tmp_path / "gaps.csv", GAPS)
     assert len(load(tmp_path / "gaps.csv", split_gaps=True)) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties: any table of finite numbers in the documented layout reads, or is refused with a
+# MinrepError; never another exception, never a numpy warning, never a non-finite displacement.
+
+FINITE = st.floats(allow_nan=False, allow_infinity=False)  # every magnitude, 1e300 and 5e-324
+SMALL = st.floats(-10, 10, allow_nan=False)
+IDS = st.one_of(
+    st.integers(0, 3),  # few particles: long trajectories, repeated frames
+    st.integers(-(2**62), 2**62),
+    st.floats(-1e300, 1e300, allow_nan=False),
+)
+FRAMES = st.one_of(st.integers(0, 6), st.integers(-(2**60), 2**60), st.sampled_from([2**53, 1e300]))
+
+
+@st.composite
+def tracking_tables(draw) -> pd.DataFrame:
+    """Columns particle, frame, x[, y, z] in any order of rows: ids and frames repeated, with
+    gaps or unsorted, coordinates of any finite magnitude (or all small)."""
+    n = draw(st.integers(1, 30))
+    dim = draw(st.integers(1, 3))
+    ids = draw(st.lists(IDS, min_size=n, max_size=n))
+    frames = draw(st.lists(FRAMES, min_size=n, max_size=n))
+    numbers = draw(st.sampled_from([FINITE, SMALL]))
+    table = {"particle": ids, "frame": frames}
+    for c in COORDINATES[:dim]:
+        table[c] = draw(st.lists(numbers, min_size=n, max_size=n))
+    return pd.DataFrame(table)
+
+
+@st.composite
+def consecutive_tables(draw) -> pd.DataFrame:
+    """Many particles with consecutive frames, rows shuffled: tables that mostly read."""
+    lengths = draw(st.lists(st.integers(1, 6), min_size=1, max_size=25))
+    first = draw(st.lists(st.integers(-5, 5), min_size=len(lengths), max_size=len(lengths)))
+    ids = np.repeat(np.arange(len(lengths)) * 7 - 3, lengths)
+    frames = np.concatenate([f + np.arange(m) for f, m in zip(first, lengths, strict=True)])
+    n = len(ids)
+    x = draw(st.lists(draw(st.sampled_from([FINITE, SMALL])), min_size=n, max_size=n))
+    table = pd.DataFrame({"particle": ids, "frame": frames, "x": x})
+    return table.sample(frac=1.0, random_state=draw(st.integers(0, 2**32 - 1)))
+
+
+def _read_or_refuse(read):
+    """``read()``'s result or None when it raised a MinrepError; every warning it gave is
+    minrep's own (a skipped short trajectory), none is numpy's."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = read()
+        except MinrepError as err:
+            assert str(err)
+            result = None
+    event("refused" if result is None else "read")
+    for warning in caught:
+        assert warning.category is UserWarning and "skipped" in str(warning.message), warning
+    return result
+
+
+PROPERTY_SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@PROPERTY_SETTINGS
+@given(
+    table=st.one_of(tracking_tables(), consecutive_tables()),
+    split_gaps=st.booleans(),
+    min_steps=st.integers(1, 3),
+    on_short=st.sampled_from(["error", "skip"]),
+)
+def test_any_tracking_table_reads_or_is_refused_with_a_minrep_error(
+    table, split_gaps, min_steps, on_short
+):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tracks.csv"
+        table.to_csv(path, index=False)
+        read = _read_or_refuse(
+            lambda: read_tracks(path, split_gaps=split_gaps, min_steps=min_steps, on_short=on_short)
+        )
+    if read is None:
+        return
+    counts = read.step_counts()
+    assert (counts >= min_steps).all()
+    assert np.isfinite(read.displacements[valid_steps(read)[:, None, :].repeat(read.dim, 1)]).all()
+    assert set(read.labels["particle"].tolist()) <= set(table["particle"].tolist())
+    if on_short == "error":  # every row is a position of exactly one trajectory
+        assert int(counts.sum()) + len(read) == len(table)
+    # Each displacement is the difference of the positions in frame order, in float32.
+    i = 0
+    rows = table[table["particle"] == read.labels["particle"][i]].sort_values("frame")
+    start = int(np.flatnonzero(rows["frame"].to_numpy() == read.labels["first_frame"][i])[0])
+    x = rows["x"].to_numpy()[start : start + counts[i] + 1]
+    np.testing.assert_array_equal(read.trajectory(i)[0], np.diff(x).astype(np.float32))
+
+
+@st.composite
+def npz_arrays(draw) -> dict:
+    """A dataset .npz's arrays: displacements of any finite magnitude, sometimes ``lengths``
+    (possibly out of range) and labels (possibly of the wrong length)."""
+    n, dim, time = draw(st.integers(0, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 6))
+    numbers = draw(st.sampled_from([FINITE, SMALL]))
+    values = draw(st.lists(numbers, min_size=n * dim * time, max_size=n * dim * time))
+    arrays = {"displacements": np.array(values, dtype=np.float64).reshape(n, dim, time)}
+    if draw(st.booleans()):
+        arrays["lengths"] = np.array(
+            draw(st.lists(st.integers(-1, time + 1), min_size=n, max_size=n))
+        )
+    if draw(st.booleans()):
+        size = draw(st.sampled_from([n, n + 1]))
+        arrays["alpha"] = np.array(draw(st.lists(FINITE, min_size=size, max_size=size)))
+    if draw(st.booleans()):
+        arrays["particle"] = np.array(draw(st.lists(IDS, min_size=n, max_size=n)))
+    return arrays
+
+
+@PROPERTY_SETTINGS
+@given(arrays=npz_arrays(), min_steps=st.integers(0, 3))
+def test_any_npz_of_finite_numbers_reads_or_is_refused_with_a_minrep_error(arrays, min_steps):
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_npz(Path(folder) / "data.npz", arrays)
+        read = _read_or_refuse(lambda: load_npz(path, min_steps=min_steps))
+        if read is None:
+            return
+        dx = arrays["displacements"]
+        assert read.displacements.shape == dx.shape and len(read) == dx.shape[0]
+        valid = valid_steps(read)[:, None, :].repeat(read.dim, 1)
+        assert np.isfinite(read.displacements[valid]).all()
+        np.testing.assert_array_equal(read.displacements[valid], dx[valid].astype(np.float32))
+        # What reads also saves and reads back bit for bit.
+        again = load_npz(save_npz(read, Path(folder) / "again.npz"), min_steps)
+        np.testing.assert_array_equal(again.displacements, read.displacements)
+        np.testing.assert_array_equal(again.step_counts(), read.step_counts())

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from minrep import MinrepError
 TRACK_SUFFIXES = (".csv", ".parquet", ".pq")
 COORDINATES = ("x", "y", "z")
 ID_COLUMNS = ("particle", "traj_idx")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest displacement a model can hold
+MAX_FRAME = 2**53  # frame numbers beyond it are not exact as the float64 a table is read as
 
 
 class TrajectoryFileError(MinrepError, ValueError):
@@ -41,7 +44,9 @@ class TrajectoryFileError(MinrepError, ValueError):
 def atomic_write(path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
-    An interrupted write leaves the old file (or none), never a truncated one.
+    An interrupted write leaves the old file (or none), never a truncated one. The file gets
+    the permissions of an ordinary write (0666 less the umask), whatever the writer did to
+    the temporary file (safetensors, for one, writes it 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +54,10 @@ def atomic_write(path, suffix: str = "") -> Iterator[Path]:
     # created with the permissions of an ordinary write (mkstemp's would be 0600)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)
         yield Path(tmp)
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -64,6 +72,8 @@ class Trajectories:
     ``displacements``: float32 ``(n, dim, time)``; when ``lengths`` is given (ragged sets, e.g.
     from tracking files) row ``i`` holds ``lengths[i]`` displacements followed by NaN.
     ``labels``: name -> array of shape ``(n,)``. ``meta``: JSON-serialisable description.
+    Every displacement (padding aside) is a finite float32: NaN, infinities and values too
+    large for float32 are refused, naming the trajectory.
     """
 
     displacements: np.ndarray
@@ -79,7 +89,8 @@ class Trajectories:
             )
         if not np.issubdtype(dx.dtype, np.floating):
             raise TrajectoryFileError(f"displacements must be floating point, got {dx.dtype}")
-        self.displacements = np.ascontiguousarray(dx, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+            self.displacements = np.ascontiguousarray(dx, dtype=np.float32)
         n = dx.shape[0]
         labels = {}
         for name, values in self.labels.items():
@@ -97,6 +108,7 @@ class Trajectories:
                     f"lengths must be {n} integers in [0, {dx.shape[2]}], got shape {lengths.shape}"
                 )
             self.lengths = None if (lengths == dx.shape[2]).all() else lengths
+        _check_finite(self, dx)
 
     # -- shape ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -258,26 +270,53 @@ def load_npz(path, min_steps: int = 1) -> Trajectories:
         trajectories = Trajectories(dx, labels, meta, lengths)
     except TrajectoryFileError as err:
         raise TrajectoryFileError(f"{path}: {err}") from None
-    _check_finite(trajectories, path)
     check_min_steps(trajectories, min_steps, path)
     return trajectories
 
 
-def _check_finite(trajectories: Trajectories, source) -> None:
+def valid_steps(trajectories: Trajectories) -> np.ndarray:
+    """``(n, time)``: True where a trajectory has a displacement, False on its padding."""
+    counts = trajectories.step_counts()
+    return np.arange(trajectories.n_steps) < counts[:, None]
+
+
+def _check_finite(trajectories: Trajectories, given: np.ndarray) -> None:
+    """Every displacement (padding aside) is finite in float32; ``given``: the array before
+    the cast, to tell a value too large for float32 from one that was NaN or infinite."""
     dx = trajectories.displacements
-    valid = np.arange(dx.shape[2]) < trajectories.step_counts()[:, None]  # (n, time)
-    bad = ~np.isfinite(dx) & valid[:, None, :]
-    if bad.any():
-        i, component, t = (int(v) for v in np.argwhere(bad)[0])
+    if np.isfinite(dx).all():  # the common case, without building the mask
+        return
+    bad = ~np.isfinite(dx) & valid_steps(trajectories)[:, None, :]
+    if not bad.any():
+        return
+    i, component, t = (int(v) for v in np.argwhere(bad)[0])
+    value = given[i, component, t]
+    rows = np.flatnonzero(bad.any(axis=(1, 2)))
+    more = "" if rows.size == 1 else f" ({rows.size} trajectories have such values)"
+    if np.isfinite(value):
         raise TrajectoryFileError(
-            f"{source}: trajectory {_name(trajectories, i)} has a non-finite displacement "
-            f"({dx[i, component, t]}) at step {t}, component {component}"
+            f"trajectory {trajectory_name(trajectories, i)}: displacement {float(value):.4g} at "
+            f"step {t}, component {component} is too large for float32 (largest "
+            f"{FLOAT32_MAX:.4g}); rescale the data (other length units){more}"
         )
+    raise TrajectoryFileError(
+        f"trajectory {trajectory_name(trajectories, i)} has a non-finite displacement "
+        f"({float(value)}) at step {t}, component {component}{more}"
+    )
 
 
-def _name(trajectories: Trajectories, i: int) -> str:
+def trajectory_name(trajectories: Trajectories, i: int) -> str:
+    """How messages name trajectory ``i``: its index, and its particle id where there is one."""
     particle = trajectories.labels.get("particle")
     return f"{i} (particle {particle[i]})" if particle is not None else str(i)
+
+
+def trajectory_names(trajectories: Trajectories, rows, limit: int = 5) -> str:
+    """The first ``limit`` of ``rows`` named as :func:`trajectory_name` does, and how many
+    more there are."""
+    rows = np.asarray(rows).ravel()
+    names = ", ".join(trajectory_name(trajectories, int(i)) for i in rows[:limit])
+    return names + (f" and {rows.size - limit} more" if rows.size > limit else "")
 
 
 def check_min_steps(trajectories: Trajectories, min_steps: int, source="data") -> None:
@@ -290,7 +329,7 @@ def check_min_steps(trajectories: Trajectories, min_steps: int, source="data") -
         raise TrajectoryFileError(
             f"{source}: {short.size} trajector{'y is' if short.size == 1 else 'ies are'} shorter "
             f"than the minimum of {min_steps} displacements ({min_steps + 1} positions); the "
-            f"first is trajectory {_name(trajectories, i)} with {counts[i]}"
+            f"first is trajectory {trajectory_name(trajectories, i)} with {counts[i]}"
         )
 
 
@@ -384,6 +423,12 @@ def _numbers(path: Path, table: pd.DataFrame, ids, columns, where) -> dict[str, 
         raise TrajectoryFileError(
             f"{path}: particle {ids[row]}, {where(row)}: frame {frames[row]} is not an integer"
         )
+    if (np.abs(frames) > MAX_FRAME).any():
+        row = int(np.flatnonzero(np.abs(frames) > MAX_FRAME)[0])
+        raise TrajectoryFileError(
+            f"{path}: particle {ids[row]}, {where(row)}: frame {frames[row]:.4g} is beyond the "
+            f"frame numbers that can be told apart (|frame| <= 2**53)"
+        )
     numbers["frame"] = frames.astype(np.int64)
     return numbers
 
@@ -441,6 +486,32 @@ def _long_enough(path: Path, runs: _Runs, min_steps: int, on_short: str, where) 
     return runs.subset(~short)
 
 
+def _displacements(path: Path, runs: _Runs, coordinates: list[np.ndarray], where) -> np.ndarray:
+    """The runs' displacements, float32 ``(n, dim, longest)`` padded with NaN; a displacement
+    too large for float32 (or for float64: positions of +-1e308) is an error naming its row."""
+    positions = np.stack([values[runs.order] for values in coordinates])  # (dim, rows), sorted
+    n_steps = runs.n_steps
+    dx = np.full((n_steps.size, len(coordinates), int(n_steps.max())), np.nan, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        increments = np.diff(positions, axis=1)  # increments across run boundaries are unused
+        for k, (s, m) in enumerate(zip(runs.starts, n_steps, strict=True)):
+            dx[k, :, :m] = increments[:, s : s + m]
+    valid = np.arange(dx.shape[2]) < n_steps[:, None]
+    bad = ~np.isfinite(dx) & valid[:, None, :]
+    if bad.any():
+        k, component, t = (int(v) for v in np.argwhere(bad)[0])
+        row = int(runs.order[runs.starts[k] + t + 1])
+        value = increments[component, runs.starts[k] + t]
+        count = int(bad.any(axis=(1, 2)).sum())
+        raise TrajectoryFileError(
+            f"{path}: particle {runs.particle[k]}, {where(row)}: the {COORDINATES[component]} "
+            f"displacement from the previous frame ({float(value):.4g}) is too large for "
+            f"float32 (largest {FLOAT32_MAX:.4g}); rescale the coordinates (other length units)"
+            + ("" if count == 1 else f" ({count} trajectories have such displacements)")
+        )
+    return dx
+
+
 def read_tracks(
     path,
     *,
@@ -475,17 +546,15 @@ def read_tracks(
     numbers = _numbers(path, table, ids, ["frame", *coords], where)
     runs = _runs(path, ids, numbers["frame"], split_gaps, where)
     runs = _long_enough(path, runs, min_steps, on_short, where)
-    positions = np.stack([numbers[c][runs.order] for c in coords])  # (dim, rows), sorted
-    n_steps = runs.n_steps
-    dx = np.full((n_steps.size, len(coords), int(n_steps.max())), np.nan, dtype=np.float32)
-    increments = np.diff(positions, axis=1)  # increments across run boundaries are unused
-    for k, (s, m) in enumerate(zip(runs.starts, n_steps, strict=True)):
-        dx[k, :, :m] = increments[:, s : s + m]
+    dx = _displacements(path, runs, [numbers[c] for c in coords], where)
     labels = {"particle": runs.particle, "first_frame": runs.first_frame}
     if split_gaps:
         labels["segment"] = runs.segment
     meta = {"source": str(path), "id_column": id_column, "coordinates": coords}
-    return Trajectories(dx, labels, meta, lengths=n_steps)
+    try:
+        return Trajectories(dx, labels, meta, lengths=runs.n_steps)
+    except TrajectoryFileError as err:
+        raise TrajectoryFileError(f"{path}: {err}") from None
 
 
 def write_tracks(trajectories: Trajectories, path) -> Path:
