@@ -10,8 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from itertools import accumulate
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_numbers(owner: str, **rules) -> None:
+    """Raise a ValueError naming the field (after ``owner``) unless each ``name=(value, test,
+    what)`` is a finite real number that passes ``test``."""
+    for name, (value, test, what) in rules.items():
+        if not (_is_real(value) and math.isfinite(value) and test(value)):
+            raise ValueError(f"{owner}{name} must be {what}, got {value!r}")
+
 
 # ---------------------------------------------------------------------------------------------
 # Beta schedules: beta as a function of the (fractional) epoch since the stage began.
@@ -20,6 +38,9 @@ from itertools import accumulate
 @dataclass(frozen=True)
 class Constant:
     value: float
+
+    def __post_init__(self):
+        _check_numbers("constant beta: ", value=(self.value, lambda v: v >= 0, "a number >= 0"))
 
     def __call__(self, epoch: float) -> float:
         return self.value
@@ -33,6 +54,14 @@ class LinearRamp:
     end: float
     epochs: float
 
+    def __post_init__(self):
+        _check_numbers(
+            "linear beta ramp: ",
+            start=(self.start, lambda v: v >= 0, "a number >= 0"),
+            end=(self.end, lambda v: v >= 0, "a number >= 0"),
+            epochs=(self.epochs, lambda v: v > 0, "a number of epochs > 0"),
+        )
+
     def __call__(self, epoch: float) -> float:
         return self.start + (self.end - self.start) * min(max(epoch / self.epochs, 0.0), 1.0)
 
@@ -44,6 +73,14 @@ class GeometricRamp:
     start: float
     end: float
     epochs: float
+
+    def __post_init__(self):
+        _check_numbers(
+            "geometric beta ramp: ",
+            start=(self.start, lambda v: v > 0, "a number > 0"),
+            end=(self.end, lambda v: v > 0, "a number > 0"),
+            epochs=(self.epochs, lambda v: v > 0, "a number of epochs > 0"),
+        )
 
     def __call__(self, epoch: float) -> float:
         fraction = min(max(epoch / self.epochs, 0.0), 1.0)
@@ -65,11 +102,23 @@ def schedule_to_dict(schedule) -> dict:
 
 
 def schedule_from_dict(values: dict):
-    """The schedule written by :func:`schedule_to_dict`."""
+    """The schedule written by :func:`schedule_to_dict`. Raises a ValueError naming the kind,
+    the key or the value that is wrong."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a beta schedule is a number or a mapping with a kind, got {values!r}")
     values = dict(values)
     kind = values.pop("kind", None)
     if kind not in SCHEDULES:
         raise ValueError(f"unknown beta schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+    fields = [f.name for f in dataclasses.fields(SCHEDULES[kind])]
+    unknown = sorted(set(values) - set(fields))
+    missing = [f for f in fields if f not in values]
+    if unknown or missing:
+        raise ValueError(
+            f"beta schedule {kind!r} takes {', '.join(fields)}"
+            + (f"; unknown: {', '.join(map(str, unknown))}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
     return SCHEDULES[kind](**values)
 
 
@@ -107,12 +156,23 @@ class Stage:
     policy: str = "one-cycle"
 
     def __post_init__(self):
-        if isinstance(self.beta, int | float):
+        if _is_real(self.beta):
             self.beta = Constant(float(self.beta))
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown learning-rate policy {self.policy!r}")
-        if self.epochs < 1:
-            raise ValueError("a stage needs at least one epoch")
+        if not isinstance(self.beta, tuple(SCHEDULES.values())):
+            raise ValueError(
+                f"beta must be a number or a beta schedule ({', '.join(SCHEDULES)}), "
+                f"got {self.beta!r}"
+            )
+        if not isinstance(self.policy, str) or self.policy not in POLICIES:
+            raise ValueError(
+                f"unknown learning-rate policy {self.policy!r}; choose one of {', '.join(POLICIES)}"
+            )
+        if not _is_integer(self.epochs) or self.epochs < 1:
+            raise ValueError(
+                f"a stage needs at least one epoch: epochs must be an integer >= 1, "
+                f"got {self.epochs!r}"
+            )
+        _check_numbers("", lr=(self.lr, lambda v: v > 0, "a learning rate > 0"))
 
     def to_dict(self) -> dict:
         beta = schedule_to_dict(self.beta)
@@ -120,9 +180,13 @@ class Stage:
 
     @classmethod
     def from_dict(cls, values: dict) -> Stage:
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if not isinstance(values, dict):
+            raise ValueError(f"a stage is a mapping (epochs, beta, lr, policy), got {values!r}")
+        unknown = sorted(map(str, set(values) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
             raise ValueError(f"unknown stage keys: {', '.join(unknown)}")
+        if "epochs" not in values:
+            raise ValueError("a stage needs epochs")
         values = dict(values)
         if isinstance(values.get("beta"), dict):
             values["beta"] = schedule_from_dict(values["beta"])
@@ -173,10 +237,18 @@ class Plan:
 
     @classmethod
     def from_dict(cls, values: dict) -> Plan:
+        """The plan written by :meth:`to_dict`. A KeyError without ``stages``; a ValueError
+        naming the stage (counted from 1, as training reports them) and its key otherwise."""
         stages = values["stages"]
         if not isinstance(stages, list) or not stages:
             raise ValueError("a plan needs a non-empty list of stages")
-        return cls([Stage.from_dict(s) for s in stages])
+        parsed = []
+        for number, stage in enumerate(stages, start=1):
+            try:
+                parsed.append(Stage.from_dict(stage))
+            except ValueError as err:
+                raise ValueError(f"stage {number}: {err}") from None
+        return cls(parsed)
 
 
 PRESETS = {
