@@ -8,6 +8,8 @@ module only decides which parameters to simulate, and records them.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -71,23 +73,95 @@ PRESETS: dict[str, Grid] = {
 of alpha values, so a BM set has as many trajectories as the FBM set of the same preset."""
 
 
+MAX_VALUES = 100_000
+"""The most values one ``start:stop:count`` may ask for."""
+
+
+class GridError(SimulationError):
+    """A grid or dataset setting out of its range; ``field`` names it (``alpha``, ``D``,
+    ``n_per_cell``, ``n_positions``, ``dim``, ``seed``, ``preset``, ``backend``) so that a
+    caller, such as the command line, can name the option it came from."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 def parse_values(spec: str, log: bool = False) -> tuple[float, ...]:
     """Grid values from text: ``"0.5"``, ``"0.2,0.6,1.0"`` or ``"start:stop:count"`` (evenly
-    spaced, ends included; in log space when ``log``, as for D). Raises ValueError."""
+    spaced, ends included; in log space when ``log``, as for D). Every value is finite;
+    ``count`` is 1 to :data:`MAX_VALUES`; in log space start and stop are > 0. Raises
+    ValueError."""
     try:
         if ":" in spec:
             start, stop, count = spec.split(":")
-            if int(count) < 1:
+            start, stop, count = float(start), float(stop), int(count)
+            if count < 1:
                 raise ValueError
-            space = np.geomspace if log else np.linspace
-            values = space(float(start), float(stop), int(count))
         else:
             values = [float(v) for v in spec.split(",")]
     except ValueError:
         raise ValueError(
             f"{spec!r}: expected a number, a comma-separated list or start:stop:count"
         ) from None
+    if ":" in spec:
+        if not (math.isfinite(start) and math.isfinite(stop)):
+            raise ValueError(f"{spec!r}: start and stop must be finite numbers")
+        if count > MAX_VALUES:
+            raise ValueError(f"{spec!r}: at most {MAX_VALUES} values, not {count}")
+        if log and not (start > 0 and stop > 0):
+            raise ValueError(f"{spec!r}: log-spaced values need start and stop > 0")
+        values = (np.geomspace if log else np.linspace)(start, stop, count)
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{spec!r}: {bad[0]} is not a finite number")
     return tuple(float(v) for v in values)
+
+
+def _alpha_range(process: str) -> str:
+    """The exponents ``process`` admits, as text (:func:`minrep.processes.admits_alpha`)."""
+    low, high = ALPHA_RANGE[process]
+    if process == "bm":
+        return "alpha = 1"
+    if process == "fbm":
+        return f"{low:g} < alpha < {high:g}"
+    if process == "sbm":
+        return f"alpha > {low:g}"
+    if process in ("ctrw", "attm"):
+        return f"{low:g} < alpha <= {high:g}"
+    return f"{low:g} <= alpha <= {high:g}"
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_grid(process: str, grid: Grid) -> None:
+    """Raise a :class:`GridError` naming the field and the value unless every value of
+    ``grid`` is one that ``process`` can be simulated at: alpha in its range (one value at
+    least), D finite and > 0, ``n_per_cell`` >= 1 and ``n_positions`` >= 2 (integers)."""
+    for field, values in (("alpha", grid.alpha), ("D", grid.D)):
+        if len(values) == 0:
+            raise GridError(field, f"{field}: no values (an empty grid has no trajectory)")
+    for value in grid.D:
+        if not (math.isfinite(value) and value > 0):
+            raise GridError("D", f"D = {value} must be finite and > 0")
+    for value in grid.alpha:
+        if not (math.isfinite(value) and admits_alpha(process, value)):
+            low, high = ALPHA_RANGE[process]
+            raise GridError(
+                "alpha",
+                f"alpha = {value} is outside the range of {process} ({low}, {high}): "
+                f"{_alpha_range(process)}",
+            )
+    if not _is_integer(grid.n_per_cell) or grid.n_per_cell < 1:
+        raise GridError("n_per_cell", f"need n_per_cell >= 1 (an integer), got {grid.n_per_cell!r}")
+    if not _is_integer(grid.n_positions) or grid.n_positions < 2:
+        raise GridError(
+            "n_positions",
+            f"need n_positions >= 2 (positions T per trajectory, an integer), "
+            f"got {grid.n_positions!r}",
+        )
 
 
 def preset_grid(process: str, preset: str = "small", **overrides) -> Grid:
@@ -98,7 +172,7 @@ def preset_grid(process: str, preset: str = "small", **overrides) -> Grid:
     explicitly in ``overrides`` are checked instead, by the simulator.
     """
     if preset not in PRESETS:
-        raise SimulationError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise GridError("preset", f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     check_process(process, PROCESSES + ANDI_ONLY_PROCESSES)
     grid = PRESETS[preset]
     if process == "bm":
@@ -114,8 +188,10 @@ def preset_grid(process: str, preset: str = "small", **overrides) -> Grid:
         if key in overrides:
             overrides[key] = tuple(float(v) for v in np.atleast_1d(overrides[key]))
     if process == "bm" and set(overrides.get("alpha", (1.0,))) != {1.0}:
-        raise SimulationError("Brownian motion has alpha = 1; give alpha only for fbm or sbm")
-    return replace(grid, **overrides)
+        raise GridError("alpha", "Brownian motion has alpha = 1; give alpha only for fbm or sbm")
+    grid = replace(grid, **overrides)
+    check_grid(process, grid)
+    return grid
 
 
 def make_dataset(
@@ -142,19 +218,21 @@ def make_dataset(
     grid = preset_grid(
         process, preset, alpha=alpha, D=D, n_per_cell=n_per_cell, n_positions=n_positions
     )
-    if grid.n_positions < 2 or grid.n_per_cell < 1:
-        raise SimulationError("need n_positions >= 2 and n_per_cell >= 1")
+    if not _is_integer(dim) or dim < 1:
+        raise GridError("dim", f"need dim >= 1 (an integer), got {dim!r}")
+    if seed is not None and not (_is_integer(seed) and seed >= 0):
+        raise GridError("seed", f"the seed must be None or an integer >= 0, got {seed!r}")
+    if backend not in ("numpy", "andi"):
+        raise GridError("backend", f"unknown backend {backend!r}; choose numpy or andi")
     alphas, Ds = grid.labels()
     if backend == "numpy":
         dx = simulate(
             process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, dtype=dtype, progress=progress
         )
-    elif backend == "andi":
+    else:
         dx = andi.simulate(
             process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, progress=progress
         ).astype(dtype)
-    else:
-        raise SimulationError(f"unknown backend {backend!r}; choose numpy or andi")
     meta = {
         "generator": f"minrep.datasets ({backend} backend)",
         "minrep_version": __version__,
