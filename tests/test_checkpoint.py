@@ -2,9 +2,13 @@
 and the training range a model directory records."""
 
 import json
+import os
+import re
+import stat
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from minrep.checkpoint import PRETRAINED, ModelFileError, load_model, read_config, save_model
 from minrep.model import VAE, ModelConfig
@@ -79,3 +83,38 @@ def test_shipped_models_record_their_training_range(name):
         assert (lo, hi) == (1.0, 1.0)  # Brownian motion has alpha = 1
     else:
         assert 0 < lo < hi < 2
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_model_with_non_finite_weights_is_refused_naming_file_and_tensor(tmp_path, value):
+    model = VAE(ModelConfig())
+    save_model(model, tmp_path / "m")
+    state = load_file(tmp_path / "m" / "model.safetensors")
+    name = "decoder.blocks.2.skip.weight"
+    state[name][3, 1, 0] = value
+    save_file(state, tmp_path / "m" / "model.safetensors")  # as another program might
+    weights = tmp_path / "m" / "model.safetensors"
+    with pytest.raises(
+        ModelFileError, match=re.escape(f"{weights}: tensor '{name}' holds 1 non-finite value")
+    ):
+        load_model(tmp_path / "m")
+    # and a model holding them is not saved (nothing is written)
+    with torch.no_grad():
+        model.encoder.latent.bias[0] = value
+        model.decoder.input.weight[0, 0, 0] = value
+    with pytest.raises(
+        ModelFileError, match="'encoder.latent.bias' .*, as do 'decoder.input.weight';"
+    ):
+        save_model(model, tmp_path / "n")
+    assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_model_files_get_the_mode_of_an_ordinary_write(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        save_model(VAE(ModelConfig()), tmp_path / "m")
+    finally:
+        os.umask(old_umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "m").iterdir()}
+    assert modes == {"model.safetensors": 0o644, "config.json": 0o644}  # safetensors: 0600

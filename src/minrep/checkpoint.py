@@ -28,9 +28,11 @@ class ModelFileError(MinrepError, ValueError):
 
 def save_model(model: VAE, directory, extra: dict | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (model config plus ``extra``, e.g. the
-    training settings) into ``directory``, each atomically. Returns the directory."""
+    training settings) into ``directory``, each atomically. Returns the directory. Weights
+    that are not all finite are refused: nothing is written."""
     directory = Path(directory)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _check_finite(state, directory / WEIGHTS, "cannot be saved")
     with atomic_write(directory / WEIGHTS) as tmp:
         save_file(state, str(tmp))
     return save_config(model.config, directory, extra)
@@ -79,6 +81,7 @@ def load_model(path_or_name, device: str | torch.device = "cpu") -> VAE:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
         raise ModelFileError(f"{weights_path}: not a safetensors file ({err})") from None
+    _check_finite(state, weights_path, "cannot be used")
     model = VAE(config)
     try:
         model.load_state_dict(state)
@@ -86,6 +89,23 @@ def load_model(path_or_name, device: str | torch.device = "cpu") -> VAE:
         raise ModelFileError(f"{weights_path}: weights do not fit {config_path} ({err})") from None
     model.training_range = _training_range(document, config_path)
     return model.to(device).eval()
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path, consequence: str) -> None:
+    """Refuse weights holding NaN or infinities, naming the tensors: such a model encodes
+    and generates NaN."""
+    bad = {
+        name: int((~torch.isfinite(t)).sum())
+        for name, t in state.items()
+        if t.is_floating_point() and not torch.isfinite(t).all()
+    }
+    if bad:
+        first, *others = bad
+        also = ", ".join(map(repr, others[:3])) + (" ..." if len(others) > 3 else "")
+        raise ModelFileError(
+            f"{path}: tensor {first!r} holds {bad[first]} non-finite value(s) (NaN or "
+            f"infinity)" + (f", as do {also}" if others else "") + f"; the model {consequence}"
+        )
 
 
 def _training_range(document: dict, config_path: Path) -> dict | None:
