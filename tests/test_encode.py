@@ -2,6 +2,8 @@
 would be encoded alone, and short tracks refused unless skipped."""
 
 import csv
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from typer.testing import CliRunner
 from minrep import datasets, io
 from minrep.checkpoint import save_model
 from minrep.cli import app
-from minrep.encode import EncodingError, encode
+from minrep.encode import EncodingError, encode, encode_axes, save_latents
 from minrep.model import VAE, ModelConfig
 
 
@@ -79,3 +81,122 @@ def test_encode_refuses_short_tracks_unless_skipped(tmp_path):
     with pytest.warns(UserWarning, match="particle 1 .* skipped"):
         result = CliRunner().invoke(app, [*skip, "--skip-short"])
     assert result.exit_code == 0 and "1 trajectories encoded" in result.output
+
+
+def fbm(n=4, positions=60, seed=0):
+    data = datasets.make_dataset(
+        "fbm", alpha=(0.7,), D=(1e-2,), n_per_cell=n, n_positions=positions, seed=seed
+    )
+    data.labels["particle"] = np.arange(len(data)) + 40
+    return data
+
+
+@pytest.mark.parametrize(
+    ("factor", "reason"),
+    [
+        (1e20, "too large for the model's float32 arithmetic; express the data in larger units"),
+        (1e-24, "too small for the model's float32 arithmetic; express the data in smaller units"),
+    ],
+)
+def test_displacements_beyond_float32_arithmetic_are_refused_naming_them(factor, reason):
+    model = VAE(ModelConfig(scale_equivariant=True)).eval()
+    data = fbm()
+    scaled = data.displacements.astype(np.float64)
+    scaled[[1, 3]] *= factor  # fine in float32 (1e18, 1e-26), but not their squares
+    with pytest.raises(
+        EncodingError,
+        match=re.escape(
+            f"tracks.csv: the displacements of 2 trajectories (1 (particle 41), 3 "
+            f"(particle 43)) are {reason}"
+        ),
+    ):
+        encode(model, io.Trajectories(scaled, data.labels), source="tracks.csv")
+    # Up to the edge of the range the encoding is scale-equivariant: a change of units moves
+    # only the latents' scale input, and every latent is finite.
+    for edge in (1e16, 1e-17):
+        latents = encode(model, io.Trajectories(data.displacements * edge, data.labels))
+        assert np.isfinite(latents["mu"]).all() and np.isfinite(latents["logvar"]).all()
+
+
+def test_non_finite_latents_are_refused_naming_the_trajectories():
+    data = fbm()
+    huge = data.displacements.copy()
+    huge[2, 0, 5] = 1e12
+    # The paper's network (no rescaling) with first-layer weights of 1e28: a displacement of
+    # 1e12 overflows float32 (1e40) where the others (< 1) stay finite.
+    torch.manual_seed(0)
+    model = VAE(ModelConfig.published()).eval()
+    with torch.no_grad():
+        model.encoder.convs[0].weight.fill_(1e28)
+    with pytest.raises(
+        EncodingError,
+        match=re.escape("not finite (NaN or infinity) for trajectory 2 (particle 42)"),
+    ):
+        encode(model, io.Trajectories(huge, data.labels), source="x.npz")
+    assert np.isfinite(encode(model, data)["mu"]).all()  # the others alone are fine
+    broken = VAE(ModelConfig()).eval()
+    with torch.no_grad():
+        broken.encoder.latent.weight[0, 0] = float("nan")
+    with pytest.raises(EncodingError, match="for 4 trajectories .* or a broken model"):
+        encode(broken, data)
+
+
+def test_a_trajectory_that_never_moves_gets_a_warning_naming_it():
+    model = VAE(ModelConfig()).eval()
+    data = fbm()
+    still = data.displacements.copy()
+    still[1] = 0.0
+    with pytest.warns(UserWarning, match=re.escape("trajectory 1 (particle 41) never moves")):
+        latents = encode(model, io.Trajectories(still, data.labels))
+    assert np.isfinite(latents["mu"]).all()  # a warning, not an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # moving trajectories: no warning
+        encode(model, data)
+    # In 2D: a track that moves along x only; a 1D model encoding axis by axis names the axis.
+    flat = datasets.make_dataset("bm", D=(1e-2,), n_per_cell=3, n_positions=60, dim=2, seed=1)
+    dx = flat.displacements.copy()
+    dx[2, 1] = 0.0
+    with pytest.warns(UserWarning, match=re.escape("trajectory 2 never moves along some axis")):
+        encode(VAE(ModelConfig(dim=2)).eval(), io.Trajectories(dx))
+    with pytest.warns(UserWarning, match=re.escape("trajectory 2 along y never moves")):
+        encode_axes(model, io.Trajectories(dx))
+
+
+def test_latents_that_are_not_finite_are_not_written(tmp_path):
+    data = fbm()
+    latents = encode(VAE(ModelConfig()).eval(), data)
+    latents["logvar"][[0, 2], 1] = np.inf
+    for name in ("l.npz", "l.csv"):
+        with pytest.raises(
+            EncodingError,
+            match=re.escape(
+                "'logvar' is not finite (NaN or infinity) for 2 trajectories: 0 "
+                "(particle 40), 2 (particle 42)"
+            ),
+        ):
+            save_latents(latents, data, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    # encode_axes's combined latents are NaN where the axes disagree: written as such.
+    tracks = datasets.make_dataset("bm", D=(1e-2,), n_per_cell=3, n_positions=60, dim=2, seed=1)
+    both = encode_axes(VAE(ModelConfig()).eval(), tracks)
+    both["axes_agree"][0] = False
+    both["mu_combined"][0] = np.nan
+    save_latents(both, tracks, tmp_path / "axes.csv")
+    with open(tmp_path / "axes.csv") as handle:
+        assert next(csv.DictReader(handle))["mu_combined_0"] == ""
+    both["mu_combined"][1] = np.nan  # where they agree: refused
+    with pytest.raises(EncodingError, match="'mu_combined' is not finite .* for 1 trajectory: 1"):
+        save_latents(both, tracks, tmp_path / "axes.npz")
+
+
+def test_the_encode_command_refuses_tracks_beyond_float32_naming_file_and_particle(tmp_path):
+    save_model(VAE(ModelConfig(scale_equivariant=True)), tmp_path / "m")
+    data = fbm()
+    data.displacements[3] *= 1e19
+    path = io.write_tracks(data, tmp_path / "tracks.csv")
+    out = tmp_path / "latents.csv"
+    result = CliRunner().invoke(app, ["encode", str(tmp_path / "m"), str(path), "-o", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert f"{path}: the displacements of trajectory 3 (particle 43) are too large" in (
+        result.output
+    )
