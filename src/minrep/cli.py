@@ -4,20 +4,55 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
+import secrets
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
+from typer.core import TyperGroup
 
 # Only what simulation and files need: torch (through checkpoint, model, encode, generate,
 # analysis) is imported inside the commands that use a model, so that simulate and exact-nll
 # start fast.
 from minrep import MinrepError, datasets, io, processes
 
+
+class OptionError(MinrepError, ValueError):
+    """A command-line option out of its range, or options that do not go together."""
+
+
+class OutputError(MinrepError, ValueError):
+    """An output path that the command could not write (checked before any work)."""
+
+
+# The base of click's errors, as typer raises them (recent typer versions carry their own
+# copy of click, so it is found from typer's BadParameter rather than imported from click).
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineErrors(TyperGroup):
+    """Click's usage errors (an option that is not a number, a missing argument, an unknown
+    option) as one line on stderr, like minrep's own errors, instead of a usage box."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except _CLICK_ERROR as err:
+            message = " ".join(err.format_message().split())
+            usage = getattr(err, "ctx", None)
+            hint = f" (see {usage.command_path} --help)" if usage is not None else ""
+            typer.echo(f"error: {message}{hint}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Learn the minimal parameters of a stochastic process from its trajectories.",
     no_args_is_help=True,
     add_completion=False,
@@ -26,44 +61,167 @@ app = typer.Typer(
 
 
 @contextlib.contextmanager
-def _user_errors():
-    """Print a bad-input error as one line on stderr (exit code 2), not a traceback."""
+def _user_errors(**options: str) -> Iterator[None]:
+    """Print a bad-input error as one line on stderr (exit code 2), not a traceback; an
+    operating-system error (a full disk, a file that vanished) as one line too (exit code 1).
+    ``options`` maps a dataset field to the option it came from (``alpha="--alpha"``), so that
+    a :class:`minrep.datasets.GridError` names the option."""
     try:
         yield
+    except datasets.GridError as err:
+        option = options.get(err.field)
+        typer.echo(f"error: {option}: {err}" if option else f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     except MinrepError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"error: {where}{err.strerror or err}", err=True)
+        raise typer.Exit(1) from None
 
 
-def parse_values(spec: str | None, log: bool = False) -> tuple[float, ...] | None:
+# ---------------------------------------------------------------------------------------------
+# Checks of the options, each where the option enters: a message that names the option.
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit (what Lightning, numpy and torch all accept)."""
+
+LATENT_LIMIT = 50.0
+"""The largest latent value ``--z`` and ``--sweep`` accept, in prior standard deviations: the
+prior is N(0, 1) and encoded data lie within a few units; far beyond, the decoder's output
+overflows."""
+
+
+def _at_least(option: str, value: int | None, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise OptionError(f"{option} must be >= {minimum}, got {value}")
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise OptionError(f"--seed must be from 0 to {MAX_SEED}, got {seed}")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_size(n_values: int, itemsize: int, what: str) -> None:
+    """Refuse arrays larger than this machine's memory before allocating them."""
+    memory = _physical_memory()
+    if memory is not None and n_values * itemsize > memory:
+        raise OptionError(
+            f"{what} would take {n_values * itemsize / 1e9:.3g} GB, more than this machine's "
+            f"memory ({memory / 1e9:.3g} GB)"
+        )
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` (the parameter's name) was given, not left at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def check_output(
+    path: Path,
+    suffixes: tuple[str, ...] = (),
+    kind: str = "file",
+    option: str = "--output",
+    inputs: tuple[Path | None, ...] = (),
+) -> Path:
+    """Refuse, before any work, an output the command could not write: a ``kind="file"``
+    path that is a directory, ends in none of ``suffixes`` or is one of the ``inputs``; a
+    ``kind="directory"`` path that is a file; a path whose nearest existing parent is a file
+    or a place this process cannot write in (tried by creating and removing a file there).
+    Missing parent directories are fine: the command creates them. Raises
+    :class:`OutputError` naming the option and the path."""
+    where = f"{option} {path}"
+    names = " or ".join(suffixes)
+    try:
+        if kind == "file":
+            if path.is_dir():
+                raise OutputError(f"{where}: is a directory; give a file name ending in {names}")
+            if suffixes and path.suffix.lower() not in suffixes:
+                raise OutputError(
+                    f"{where}: this command writes {names} files; give a name ending in {names}"
+                )
+            for source in inputs:
+                if source is not None and path.exists() and source.exists():
+                    if os.path.samefile(path, source):
+                        raise OutputError(f"{where}: is also the input; write to another file")
+        elif path.exists() and not path.is_dir():
+            raise OutputError(f"{where}: exists and is not a directory (this is a directory)")
+        existing = path if kind == "directory" else path.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OutputError(f"{where}: {existing} is a file, not a directory")
+        probe = existing / f".minrep-write-test-{secrets.token_hex(8)}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{where}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
+def parse_values(
+    spec: str | None, log: bool = False, option: str | None = None
+) -> tuple[float, ...] | None:
     """``"0.5"``, ``"0.2,0.6,1.0"`` or ``"start:stop:count"`` (evenly spaced; in log space
-    when ``log``, as for D) to a tuple of floats (:func:`minrep.datasets.parse_values`)."""
+    when ``log``, as for D) to a tuple of floats (:func:`minrep.datasets.parse_values`);
+    errors name ``option``."""
     if spec is None:
         return None
     try:
         return datasets.parse_values(spec, log=log)
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+        hint = f"'{option}'" if option else None
+        raise typer.BadParameter(str(error), param_hint=hint) from None
 
 
-def _indexed(item: str, what: str) -> tuple[int, tuple[float, ...]]:
-    """``"index=values"`` (values as :func:`parse_values` reads them) to (index, values)."""
+def _indexed(item: str, what: str, option: str) -> tuple[int, tuple[float, ...]]:
+    """``"index=values"`` (values as :func:`parse_values` reads them) to (index, values), each
+    value finite and within :data:`LATENT_LIMIT`."""
     index, sep, values = item.partition("=")
     try:
+        index = int(index)
         if not sep:
             raise ValueError
-        return int(index), datasets.parse_values(values)
     except ValueError:
-        raise typer.BadParameter(f"{item!r}: expected {what}") from None
+        raise typer.BadParameter(f"{item!r}: expected {what}", param_hint=f"'{option}'") from None
+    try:
+        values = datasets.parse_values(values)
+    except ValueError as err:
+        # Text that does not read gets the expected form; a value that reads but cannot be
+        # used (nan, inf) is named as such.
+        detail = f"expected {what}" if "start:stop:count" in str(err) else err
+        raise typer.BadParameter(f"{item!r}: {detail}", param_hint=f"'{option}'") from None
+    for value in values:
+        if not abs(value) <= LATENT_LIMIT:
+            raise typer.BadParameter(
+                f"{item!r}: latent {index} = {value:g}; latents are in prior standard "
+                f"deviations (the prior is N(0, 1)): give values within +-{LATENT_LIMIT:g}",
+                param_hint=f"'{option}'",
+            )
+    return index, values
 
 
 def parse_latent_values(spec: str) -> dict[int, float]:
-    """``"0=-1.5,1=0.3"`` -> {0: -1.5, 1: 0.3} (``--z``: one value per latent index)."""
+    """``"0=-1.5,1=0.3"`` -> {0: -1.5, 1: 0.3} (``--z``: one value per latent index, each
+    index once)."""
     values = {}
     for item in spec.split(","):
-        index, (value, *more) = _indexed(item, "latent values as index=value,index=value")
+        index, (value, *more) = _indexed(item, "latent values as index=value,index=value", "--z")
         if more:
-            raise typer.BadParameter(f"{item!r}: one value per latent (a sweep is --sweep)")
+            raise typer.BadParameter(
+                f"{item!r}: one value per latent (a sweep is --sweep)", param_hint="'--z'"
+            )
+        if index in values:
+            raise typer.BadParameter(f"{spec!r}: latent {index} is given twice", param_hint="'--z'")
         values[index] = value
     return values
 
@@ -71,10 +229,61 @@ def parse_latent_values(spec: str) -> dict[int, float]:
 def parse_sweep(spec: str) -> tuple[int, tuple[float, ...]]:
     """``"1=-4:4:60"`` -> (1, 60 values from -4 to 4) (``--sweep``: one latent's values, as
     start:stop:count, evenly spaced, or a comma-separated list)."""
-    return _indexed(spec, "a sweep as index=start:stop:count or index=v1,v2,...")
+    return _indexed(spec, "a sweep as index=start:stop:count or index=v1,v2,...", "--sweep")
+
+
+def _nonempty(data: io.Trajectories, source) -> io.Trajectories:
+    """Refuse a file without a single trajectory (never a success with nothing in it)."""
+    if len(data) == 0:
+        raise io.TrajectoryFileError(f"{source}: holds no trajectory")
+    return data
+
+
+def _check_labels(data: io.Trajectories, source, process: str | None) -> None:
+    """Every trajectory's alpha and D finite and in the range of ``process`` (when known),
+    or an error naming the file, the trajectory and the value."""
+    for name in ("alpha", "D"):
+        values = np.asarray(data.labels[name], dtype=np.float64)
+        if name == "D":
+            bad = ~(np.isfinite(values) & (values > 0))
+            wanted = "finite and > 0"
+        else:
+            admitted = np.ones(values.size, dtype=bool)
+            if process is not None:
+                admitted = np.array([processes.admits_alpha(process, a) for a in values])
+            bad = ~np.isfinite(values) | ~admitted
+            low, high = processes.ALPHA_RANGE.get(process, (-math.inf, math.inf))
+            wanted = f"finite and in the range of {process} ({low}, {high})"
+            wanted = wanted if process else "finite"
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise io.TrajectoryFileError(
+                f"{source}: trajectory {i} has {name} = {values[i]} ({bad.sum()} such "
+                f"trajectories); {name} must be {wanted}"
+            )
 
 
 PROCESS_HELP = "bm, fbm, sbm (exact, numpy) or ctrw, lw, attm (with --backend andi)"
+
+GRID_OPTIONS = {
+    "alpha": "--alpha",
+    "D": "--D",
+    "n_per_cell": "--n-per-cell",
+    "n_positions": "--length",
+    "dim": "--dim",
+    "seed": "--seed",
+    "preset": "--preset",
+    "backend": "--backend",
+}
+"""The option of each dataset field (for errors from :mod:`minrep.datasets`)."""
+
+
+def _check_dataset_size(grid: datasets.Grid, dim: int, itemsize: int = 4) -> None:
+    _check_size(
+        grid.n_trajectories * dim * grid.n_steps,
+        itemsize,
+        f"{grid.n_trajectories} trajectories of T = {grid.n_positions} in {dim}D",
+    )
 
 
 @app.command()
@@ -102,13 +311,28 @@ def simulate(
     ] = False,
 ):
     """Simulate a labelled dataset on a parameter grid and write it as .npz."""
-    with _user_errors():
+    with _user_errors(**GRID_OPTIONS):
+        _check_seed(seed)
+        alpha_values = parse_values(alpha, option="--alpha")
+        d_values = parse_values(D, log=True, option="--D")
+        check_output(output, (".npz",))
+        grid = datasets.preset_grid(
+            process,
+            preset,
+            alpha=alpha_values,
+            D=d_values,
+            n_per_cell=n_per_cell,
+            n_positions=length,
+        )
+        if dim < 1:
+            raise OptionError(f"--dim must be >= 1, got {dim}")
+        _check_dataset_size(grid, dim, 8 if float64 else 4)
         started = time.perf_counter()
         data = datasets.make_dataset(
             process,
             preset,
-            alpha=parse_values(alpha),
-            D=parse_values(D, log=True),
+            alpha=alpha_values,
+            D=d_values,
             n_per_cell=n_per_cell,
             n_positions=length,
             dim=dim,
@@ -126,6 +350,30 @@ def simulate(
     )
 
 
+def _labelled_process(trajectories: io.Trajectories, source) -> str:
+    """The single simulated process of a labelled set, or an error that says what is
+    missing (labels alpha and D, the process label) or wrong (several processes)."""
+    missing = [k for k in ("alpha", "D") if k not in trajectories.labels]
+    process = trajectories.process
+    if not missing and process is None and "process" in trajectories.labels:
+        found = ", ".join(map(str, np.unique(trajectories.labels["process"])))
+        raise io.TrajectoryFileError(
+            f"{source}: exact-nll needs trajectories of a single process, found {found}"
+        )
+    if missing or process is None:
+        missing += [] if process is not None else ["process"]
+        raise io.TrajectoryFileError(
+            f"{source}: exact-nll needs labels alpha, D and a single process "
+            f"(missing: {', '.join(missing)})"
+        )
+    if process not in processes.PROCESSES:
+        raise io.TrajectoryFileError(
+            f"{source}: the exact likelihood is known for {', '.join(processes.PROCESSES)}, "
+            f"not {process!r}"
+        )
+    return process
+
+
 @app.command("exact-nll")
 def exact_nll(
     data: Annotated[Path, typer.Argument(help="labelled dataset .npz (alpha, D, process)")],
@@ -138,19 +386,19 @@ def exact_nll(
 ):
     """The exact NLL per displacement of a labelled dataset: the floor no model can beat."""
     with _user_errors():
-        trajectories = io.load_npz(data, min_steps=start + 1)
-        missing = [k for k in ("alpha", "D") if k not in trajectories.labels]
-        if missing or trajectories.process is None:
-            raise io.TrajectoryFileError(
-                f"{data}: exact-nll needs labels alpha, D and a single process "
-                f"(missing: {', '.join(missing) or 'process'})"
-            )
+        _at_least("--start", start, 0)
+        _at_least("--memory", memory, 0)
+        trajectories = _nonempty(io.load_npz(data), data)
+        # A scored step needs start + 1 displacements: the option and the file named.
+        io.check_min_steps(trajectories, start + 1, f"--start {start}: {data}")
         if trajectories.is_ragged:
             raise io.TrajectoryFileError(f"{data}: exact-nll needs trajectories of equal length")
+        process = _labelled_process(trajectories, data)
+        _check_labels(trajectories, data, process)
         started = time.perf_counter()
         nll = processes.exact_nll(
             trajectories.displacements,
-            trajectories.process,
+            process,
             trajectories.alpha,
             trajectories.D,
             start=start,
@@ -158,23 +406,90 @@ def exact_nll(
             progress=True,
         )
         expected = processes.expected_exact_nll(
-            trajectories.process,
+            process,
             trajectories.alpha,
             trajectories.D,
             trajectories.n_steps,
             start=start,
             memory=memory,
         )
+    spread = nll.std(ddof=1) / np.sqrt(nll.size) if nll.size > 1 else float("nan")
     typer.echo(
         f"{len(trajectories)} trajectories, steps {start}..{trajectories.n_steps - 1}, memory "
         f"{'all' if memory is None else memory}: exact NLL {nll.mean():.5f} +- "
-        f"{nll.std(ddof=1) / np.sqrt(nll.size):.5f} nat per displacement "
+        f"{spread:.5f} nat per displacement "
         f"(expectation {expected.mean():.5f}), {time.perf_counter() - started:.1f} s"
     )
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def _check_hardware(accelerator: str, devices: str, num_nodes: int) -> int | str:
+    """``--accelerator``, ``--devices`` and ``--num-nodes`` checked against this machine
+    before any work; returns the devices as Lightning takes them."""
+    import torch
+
+    _at_least("--num-nodes", num_nodes, 1)
+    if accelerator not in ACCELERATORS:
+        raise OptionError(f"--accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
+    spec = devices.strip()
+    if spec == "auto":
+        count: int | str = "auto"
+    elif spec.lstrip("-").isdigit() and int(spec) in (-1,) + tuple(range(1, 1 << 16)):
+        count = int(spec)
+    elif spec and all(part.strip().isdigit() for part in spec.split(",")) and "," in spec:
+        count = spec  # GPU indices, e.g. 0,1
+    else:
+        raise OptionError(
+            f"--devices {devices!r}: give a count >= 1, -1 (all), auto or GPU indices such as 0,1"
+        )
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise OptionError(
+            f"--accelerator {accelerator}: torch sees no GPU on this machine "
+            f"(torch.cuda.is_available() is False); use --accelerator cpu or auto"
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise OptionError("--accelerator mps: torch sees no Apple GPU on this machine")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    if isinstance(count, str) and count != "auto":
+        indices = [int(part) for part in count.split(",")]
+        if not on_gpu:
+            raise OptionError(f"--devices {devices}: device indices are for GPUs; give a count")
+        if max(indices) >= gpus:
+            raise OptionError(f"--devices {devices}: this machine has {gpus} GPU(s)")
+    if on_gpu and isinstance(count, int) and count > gpus:
+        raise OptionError(f"--devices {count}: this machine has {gpus} GPU(s)")
+    return count
+
+
+def _read_plan(path: Path):
+    """A plan file: ``{"stages": [...]}`` or a run's config.json (its training plan)."""
+    from minrep.schedule import Plan
+
+    where = f"--plan {path}: not a training plan"
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OptionError(f"--plan {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise OptionError(f"{where} (cannot be read: {err})") from None
+    except json.JSONDecodeError as err:
+        raise OptionError(f"{where} (not JSON: {err})") from None
+    if isinstance(values, dict) and isinstance(values.get("training"), dict):
+        values = values["training"].get("plan")  # a run's config.json
+    if not isinstance(values, dict) or "stages" not in values:
+        raise OptionError(f'{where} (expected {{"stages": [...]}}, got {str(values)[:80]})')
+    try:
+        return Plan.from_dict(values)
+    except (ValueError, TypeError, KeyError) as err:
+        raise OptionError(f"{where} ({err})") from None
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="dataset .npz (trajectories of one length)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="run directory")],
     preset: Annotated[
@@ -207,16 +522,40 @@ def train(
     ] = None,
 ):
     """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
+    from minrep import checkpoint
     from minrep.model import ModelConfig
-    from minrep.schedule import Plan
-    from minrep.train import TrainConfig, TrainingError, keep_freed_memory
+    from minrep.schedule import PRESETS
+    from minrep.train import TrainConfig, keep_freed_memory
     from minrep.train import train as train_model
 
-    # Process-wide, hence here and not in the library's train(): glibc keeps freed memory for
-    # the next training step instead of handing it back to the kernel page by page (a quarter
-    # of a CPU step otherwise; see minrep.train.keep_freed_memory). This command only trains.
-    keep_freed_memory()
     with _user_errors():
+        # Every option first, then the run directory, then the data: nothing is written, and
+        # no data read, for a setting that cannot work.
+        _at_least("--batch-size", batch_size, 1)
+        _at_least("--max-epochs", max_epochs, 1)
+        _at_least("--latent-dim", latent_dim, 1)
+        _check_seed(seed)
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise OptionError(f"--lr must be a finite number > 0, got {lr}")
+        if plan is not None and _given(ctx, "preset"):
+            raise OptionError("give --preset or --plan, not both")
+        if plan is None and preset not in PRESETS:
+            raise OptionError(
+                f"--preset {preset!r}: choose one of {', '.join(sorted(PRESETS))} (or --plan)"
+            )
+        if init is not None and (_given(ctx, "latent_dim") or _given(ctx, "paper_network")):
+            raise OptionError(
+                "--latent-dim and --paper-network build a new network; --init starts from "
+                "the network of the model given"
+            )
+        device_count = _check_hardware(accelerator, devices, num_nodes)
+        check_output(output, kind="directory")
+        custom = _read_plan(plan) if plan is not None else None
+        if init is not None:
+            try:
+                checkpoint.resolve(init)
+            except MinrepError as err:
+                raise OptionError(f"--init: {err}") from None
         trajectories = io.load_npz(data)
         config = None
         if init is None:
@@ -225,27 +564,28 @@ def train(
                 config = ModelConfig.published(**sizes)
             else:
                 config = ModelConfig(**sizes, scale_equivariant=True)
-        custom = None
-        if plan is not None:
-            try:
-                values = json.loads(plan.read_text())
-                custom = Plan.from_dict(values.get("training", {}).get("plan", values))
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                raise TrainingError(f"{plan}: not a training plan ({error})") from error
+        del trajectories  # train() reads the file again, and names it in its errors
         training = TrainConfig(
-            preset=preset,
+            preset=preset if plan is None else None,
             plan=custom,
             init=init,
             batch_size=batch_size,
             seed=seed,
             accelerator=accelerator,
-            devices=int(devices) if devices.isdigit() else devices,
+            devices=device_count,
             num_nodes=num_nodes,
             max_epochs=max_epochs,
             lr=lr,
         )
+        if resume:
+            _warn_on_resume(ctx, output, training, config, plan)
+        # Process-wide, hence here and not in the library's train(): glibc keeps freed memory
+        # for the next training step instead of handing it back to the kernel page by page (a
+        # quarter of a CPU step otherwise; see minrep.train.keep_freed_memory). This command
+        # only trains.
+        keep_freed_memory()
         result = train_model(
-            trajectories, output, training, model_config=config, resume=resume, find_lr=find_lr
+            data, output, training, model_config=config, resume=resume, find_lr=find_lr
         )
     if find_lr:
         typer.echo(
@@ -259,6 +599,52 @@ def train(
             f"epoch {last['epoch']}: held-out NLL {last['val_nll']:.4f} (exact "
             f"{last['val_exact_nll']:.4f}), surviving latents [{last['surviving']}] -> {output}"
         )
+
+
+def _warn_on_resume(
+    ctx: typer.Context, run_dir: Path, training, network, plan_file: Path | None
+) -> None:
+    """Each run setting given with ``--resume`` that differs from the run's own: one line on
+    stderr, since the resumed run keeps its own (its config.json). Silent where config.json
+    cannot be read: train() then says why the run cannot resume."""
+    import dataclasses
+
+    from minrep import checkpoint
+    from minrep.model import ModelConfig
+
+    config_path = run_dir / checkpoint.CONFIG
+    try:
+        saved = json.loads(config_path.read_text())
+        recorded = saved["training"]
+        plan = training.resolved().plan.to_dict()
+        init = None if training.init is None else str(checkpoint.resolve(training.init))
+        own_network = ModelConfig.from_dict(saved["model"])
+    except (OSError, ValueError, KeyError, TypeError, MinrepError):
+        return
+    # (parameter, option, value given, the given value as recorded, the run's own)
+    settings = [
+        ("batch_size", "--batch-size", training.batch_size, training.batch_size, "batch_size"),
+        ("seed", "--seed", training.seed, training.seed, "seed"),
+        ("init", "--init", training.init, init, "init"),
+        ("preset", "--preset", training.preset, plan, "plan"),
+        ("plan", "--plan", plan_file, plan, "plan"),
+        ("lr", "--lr", training.lr, plan, "plan"),
+    ]
+    for name, option, value, as_recorded, key in settings:
+        if _given(ctx, name) and as_recorded != recorded.get(key):
+            own = "plan" if key == "plan" else f"{option[2:]} {recorded.get(key)}"
+            typer.echo(
+                f"warning: {option} {value} is not used: {run_dir} resumes with its own {own} "
+                f"({config_path}); start a new run to change it",
+                err=True,
+            )
+    if network is not None and (_given(ctx, "latent_dim") or _given(ctx, "paper_network")):
+        if dataclasses.replace(network, log_scale_mean=own_network.log_scale_mean) != own_network:
+            typer.echo(
+                f"warning: --latent-dim/--paper-network not used: {run_dir} resumes with its "
+                f"own network ({own_network.latent_dim} latents; {config_path})",
+                err=True,
+            )
 
 
 @app.command()
@@ -278,6 +664,7 @@ def encode(
     from minrep.encode import encode_axes, save_latents
 
     with _user_errors():
+        check_output(output, (".npz", ".csv"), inputs=(trajectories,))
         vae = checkpoint.load_model(model)
         data = io.load(
             trajectories,
@@ -285,6 +672,12 @@ def encode(
             split_gaps=split_gaps,
             on_short="skip" if skip_short else "error",
         )
+        _nonempty(data, trajectories)
+        if data.dim != vae.config.dim and vae.config.dim != 1:
+            raise io.TrajectoryFileError(
+                f"{trajectories}: the trajectories have dim {data.dim}; model {model} was "
+                f"trained on dim {vae.config.dim}"
+            )
         if vae.config.dim == 1 and data.dim > 1:
             latents = encode_axes(vae, data, progress=True)
             agree = latents["axes_agree"]
@@ -302,6 +695,7 @@ def encode(
 
 @app.command()
 def generate(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
     output: Annotated[Path, typer.Option("--output", "-o", help="generated dataset .npz")],
     z: Annotated[
@@ -345,27 +739,46 @@ def generate(
             raise gen.GenerationError("give exactly one of --z, --from and --sweep")
         if length < 2:
             raise gen.GenerationError(f"--length (positions T) must be >= 2, got {length}")
+        _at_least("--n", n, 1)
+        _at_least("--n-per-value", n_per_value, 1)
+        _at_least("--batch-size", batch_size, 1)
+        _check_seed(seed)
+        if n_per_value is not None and sweep is None:
+            raise OptionError("--n-per-value is for --sweep (with --z and --from: --n)")
+        if context not in ("zeros", "start") or (context == "start" and from_file is None):
+            raise gen.GenerationError("--context is zeros, or start together with --from")
         values = parse_latent_values(z) if z is not None else None
         index, sweep_values = parse_sweep(sweep) if sweep is not None else (None, None)
+        check_output(output, (".npz",), inputs=(from_file,))
         vae = checkpoint.load_model(model)
         if seed is None:  # fresh randomness, recorded so that the file can be reproduced
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         labels: dict[str, np.ndarray] = {}
         starts = None
         if values is not None:
+            rows = n
+        elif sweep is not None:
+            rows = len(sweep_values) * (n_per_value or n)
+        else:
+            data = _nonempty(io.load(from_file, min_steps=vae.config.min_steps), from_file)
+            if data.dim != vae.config.dim:
+                raise io.TrajectoryFileError(
+                    f"{from_file}: the trajectories have dim {data.dim}; model {model} was "
+                    f"trained on dim {vae.config.dim}"
+                )
+            rows = len(data) * n
+        _check_size(rows * vae.config.dim * (length - 1), 4, f"{rows} trajectories of T = {length}")
+        if values is not None:
             latents = gen.latents_with_values(vae, values, n)
         elif sweep is not None:
             latents = gen.sweep_latents(vae, index, sweep_values, n_per_value or n)
             labels["sweep_latent"] = np.full(len(latents), index)
         else:
-            data = io.load(from_file, min_steps=vae.config.min_steps)
             latents = np.repeat(encode_all(vae, data)["mu"], n, axis=0)
             labels.update({k: np.repeat(v, n) for k, v in data.labels.items()})
             if context == "start":
                 rf = vae.receptive_field
                 starts = np.repeat(data.displacements[:, :, :rf], n, axis=0)
-        if context not in ("zeros", "start") or (context == "start" and starts is None):
-            raise gen.GenerationError("--context is zeros, or start together with --from")
         displacements = gen.generate_many(
             vae,
             latents,
@@ -413,7 +826,14 @@ def analyze(
     from minrep.analysis import analyze as run_analysis
     from minrep.plots import write_report
 
-    with _user_errors():
+    with _user_errors(n_per_cell="--n-per-cell", seed="--seed"):
+        _at_least("--n-per-cell", n_per_cell, 1)
+        _check_seed(seed)
+        if data is not None and n_per_cell is not None:
+            raise OptionError(
+                "--n-per-cell sets the size of the simulated test set: not with --data"
+            )
+        check_output(output, kind="directory")
         vae = checkpoint.load_model(model)
         test = _test_set(model, vae, data, n_per_cell, seed)
         result = run_analysis(vae, test, seed=seed)
@@ -422,17 +842,41 @@ def analyze(
     typer.echo(f"report: {page}")
 
 
+def check_test_set(test: io.Trajectories, source, model_dim: int) -> io.Trajectories:
+    """A labelled test set the analysis can use, or an error naming the file and what is
+    wrong: no trajectory, lengths that differ, another dimension, missing or bad labels."""
+    _nonempty(test, source)
+    if test.is_ragged:
+        raise io.TrajectoryFileError(f"{source}: the analysis needs trajectories of one length")
+    if test.dim != model_dim:
+        raise io.TrajectoryFileError(
+            f"{source}: the test set has dim {test.dim}, the model was trained on dim {model_dim}"
+        )
+    missing = [k for k in ("alpha", "D") if k not in test.labels]
+    if missing:
+        raise io.TrajectoryFileError(
+            f"{source}: the analysis needs a labelled test set (missing labels: "
+            f"{', '.join(missing)})"
+        )
+    process = test.process if test.process in processes.PROCESSES else None
+    _check_labels(test, source, process)
+    return test
+
+
 def _test_set(model: str, vae, data: Path | None, n_per_cell: int | None, seed: int):
     """The labelled test set given, or the paper-test grid of the model's training process."""
     from minrep import checkpoint
 
     if data is not None:
-        return io.load_npz(data, min_steps=vae.config.min_steps)
+        test = io.load_npz(data, min_steps=vae.config.min_steps)
+        return check_test_set(test, data, vae.config.dim)
     process = checkpoint.read_config(model).get("data", {}).get("process")
     if process not in processes.PROCESSES:
         raise io.TrajectoryFileError(
             f"{model}: the model's training process is not recorded; give a test set (--data)"
         )
+    grid = datasets.preset_grid(process, "paper-test", n_per_cell=n_per_cell)
+    _check_dataset_size(grid, vae.config.dim)
     return datasets.make_dataset(
         process, "paper-test", n_per_cell=n_per_cell, seed=seed, progress=True
     )
@@ -466,7 +910,10 @@ def demo(
     next to the TA-MSD fit, generate along each latent, and write the full report."""
     from minrep.demo import run_demo
 
-    with _user_errors():
+    with _user_errors(n_per_cell="--n-per-cell", seed="--seed"):
+        _at_least("--n-per-cell", n_per_cell, 1)
+        _check_seed(seed)
+        check_output(output, kind="directory")
         run_demo(model, output, data=data, n_per_cell=n_per_cell, seed=seed, echo=typer.echo)
 
 

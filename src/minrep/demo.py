@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minrep import checkpoint, datasets, io, stats
+from minrep import checkpoint, datasets, io, processes, stats
 from minrep.analysis import YARDSTICKS, analyze
-from minrep.encode import encode, encode_axes, save_latents
+from minrep.encode import EncodingError, encode, encode_axes, save_latents
 from minrep.generate import generate_many, generated_set, sweep_latents
 from minrep.plots import write_report
 
@@ -133,6 +133,11 @@ def run_demo(
     out = Path(out)
     vae = checkpoint.load_model(model)
     process = checkpoint.read_config(model).get("data", {}).get("process")
+    if data is None and process not in processes.PROCESSES:
+        raise io.TrajectoryFileError(
+            f"{model}: the model's training process is not recorded, so there is no test set "
+            "to simulate; give your own trajectories (data, --data)"
+        )
     if data is None:
         test = datasets.make_dataset(
             process, "paper-test", n_per_cell=n_per_cell, seed=seed, progress=True
@@ -143,10 +148,17 @@ def run_demo(
         )
     else:
         test = io.load(data, min_steps=vae.config.min_steps, on_short="skip")
+        if len(test) == 0:
+            raise io.TrajectoryFileError(f"{data}: holds no trajectory")
+        if test.dim != vae.config.dim and vae.config.dim != 1:
+            raise io.TrajectoryFileError(
+                f"{data}: the trajectories have dim {test.dim}; model {model} was trained on "
+                f"dim {vae.config.dim}"
+            )
         echo(f"read {len(test)} trajectories (dim {test.dim}) from {data}")
     out.mkdir(parents=True, exist_ok=True)
     if test.alpha is None or test.D is None or test.is_ragged or test.dim != vae.config.dim:
-        return _unlabelled(vae, test, out, echo)
+        return _unlabelled(vae, test, out, echo, source=data)
 
     result = analyze(vae, test, seed=seed, generation=generation)
     m = result.metrics
@@ -193,8 +205,9 @@ def run_demo(
     return page
 
 
-def _unlabelled(vae, data: io.Trajectories, out: Path, echo) -> Path:
-    """A user's file without labels: latents per trajectory (per axis for 2D/3D tracks)."""
+def _unlabelled(vae, data: io.Trajectories, out: Path, echo, source="data") -> Path:
+    """A user's file without labels: latents per trajectory (per axis for 2D/3D tracks);
+    non-finite latents are refused, naming the first trajectory that gives them."""
     if vae.config.dim == 1 and data.dim > 1:
         latents = encode_axes(vae, data, progress=True)
         echo(
@@ -205,6 +218,13 @@ def _unlabelled(vae, data: io.Trajectories, out: Path, echo) -> Path:
     else:
         latents = encode(vae, data, progress=True)
         mu = latents["mu"]
+    bad = ~np.isfinite(mu).all(axis=1)
+    if bad.any():
+        rows = np.unique(np.flatnonzero(bad) // (len(mu) // len(data)))  # per axis: 2D, 3D
+        raise EncodingError(
+            f"{source}: {rows.size} trajector{'y' if rows.size == 1 else 'ies'} encode to "
+            f"non-finite latents, the first is trajectory {int(rows[0])}; no latents written"
+        )
     path = save_latents(latents, data, out / "latents.csv")
     echo(
         "latent means over the file (mean +- std): "
