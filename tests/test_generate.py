@@ -2,6 +2,7 @@
 generated trajectories for decoders whose output law is known."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -176,3 +177,87 @@ def test_generate_command(tmp_path):
             app, ["generate", str(tmp_path / "m"), "-o", str(tmp_path / "x.npz"), *args]
         )
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (np.nan, "row 3, latent 2 = nan is not a finite number"),
+        (-np.inf, "row 3, latent 2 = -inf is not a finite number"),
+        (1e39, "row 3, latent 2 = 1e+39 is too large for float32"),
+        (1e30, "row 3 (z = 0, 0, 1e+30, 0, 0, 0) puts the model's displacement scale at exp("),
+    ],
+)
+def test_latents_not_finite_or_overflowing_are_refused_before_any_generation(
+    value, reason, monkeypatch
+):
+    model = randomised(ModelConfig(scale_equivariant=True, log_scale_mean=math.log(0.05)))
+    runs = []
+    monkeypatch.setattr(generate.FastDecoder, "run", lambda *args, **kw: runs.append(1))
+    z = np.zeros((5, 6))
+    z[3, 2] = value
+    z[4, 2] = value
+    with pytest.raises(generate.GenerationError, match=re.escape(reason)):
+        generate.generate_many(model, z, 20, seed=0, batch_size=2)
+    with pytest.raises(generate.GenerationError, match=re.escape("(2 rows: 3, 4)")):
+        generate.generate(model, z, 20, seed=0)
+    assert runs == []  # refused before the first batch
+
+
+def test_generated_displacements_that_are_not_finite_are_refused_naming_the_rows(monkeypatch):
+    model = randomised(ModelConfig(scale_equivariant=True, log_scale_mean=math.log(0.05)))
+    z = np.random.default_rng(0).normal(size=(7, 6))
+    real_run = generate.FastDecoder.run
+
+    def run(self, z_batch, context, noise, progress=False):
+        out = real_run(self, z_batch, context, noise, progress)
+        if len(z_batch) == 3 and torch.equal(z_batch[0], torch.from_numpy(z[3]).float()):
+            out[1, 0, 5] = float("nan")  # second batch, its second row: row 4 of z
+        return out
+
+    monkeypatch.setattr(generate.FastDecoder, "run", run)
+    with pytest.raises(
+        generate.GenerationError, match=re.escape("generation from latent row 4 (z = ")
+    ):
+        generate.generate_many(model, z, 20, seed=0, batch_size=3)
+    monkeypatch.setattr(generate.FastDecoder, "run", real_run)
+    assert np.isfinite(generate.generate_many(model, z, 20, seed=0, batch_size=3)).all()
+    # A model with a NaN weight generates NaN from any latent: refused, every row named.
+    with torch.no_grad():
+        model.decoder.head_out.bias[0] = float("nan")
+    with pytest.raises(generate.GenerationError, match=r"row 0 .* \(7 rows: 0, 1, 2, 3, 4 and 2"):
+        generate.generate(model, z, 20, seed=0)
+
+
+def test_generated_set_and_context_must_be_finite():
+    model = VAE(ModelConfig())
+    z = np.zeros((3, 6), np.float32)
+    dx = np.zeros((3, 1, 40), np.float32)
+    dx[2, 0, 7] = np.inf
+    with pytest.raises(generate.GenerationError, match="latent row 2 .* not finite"):
+        generate.generated_set(dx, z, {})
+    dx[2, 0, 7] = 0.0
+    assert len(generate.generated_set(dx, z, {})) == 3
+    context = np.zeros((3, 1, model.receptive_field))
+    context[1, 0, 0] = np.nan
+    with pytest.raises(generate.GenerationError, match="context row 1 holds displacements"):
+        generate.generate(model, z, 10, context=context)
+
+
+@pytest.mark.parametrize("value", ["nan", "1e30", "-inf"])
+def test_the_generate_command_writes_nothing_from_absurd_latents(tmp_path, value):
+    from typer.testing import CliRunner
+
+    from minrep.checkpoint import save_model
+    from minrep.cli import app
+
+    save_model(
+        randomised(ModelConfig(scale_equivariant=True, log_scale_mean=math.log(0.05))),
+        tmp_path / "m",
+    )
+    out = tmp_path / "x.npz"
+    result = CliRunner().invoke(
+        app, ["generate", str(tmp_path / "m"), "-o", str(out), "--z", f"0={value}"]
+    )
+    assert result.exit_code == 2 and not out.exists(), result.output
+    assert "Traceback" not in result.output and "z" in result.output

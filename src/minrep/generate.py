@@ -193,21 +193,106 @@ def generate(
     Returns float32 ``(batch, dim, n_steps)``. ``noise`` (see :func:`draw_noise`) fixes the
     random numbers; otherwise they are drawn from ``seed`` (None: fresh randomness).
     ``decoder``: the model's :class:`FastDecoder`, to build it once for many calls.
+
+    Latents that are not finite, or so large that the model's float32 arithmetic overflows,
+    are a :class:`GenerationError`; so are generated displacements that come out NaN or
+    infinite, naming their rows.
     """
-    c = model.config
-    z = torch.as_tensor(np.asarray(z, dtype=np.float32))
-    if z.ndim != 2 or z.shape[1] != c.latent_dim:
-        raise GenerationError(f"z must have shape (batch, {c.latent_dim}), got {tuple(z.shape)}")
+    z = checked_latents(model, z)
     if n_steps < 1:
         raise GenerationError(f"n_steps must be >= 1, got {n_steps}")
     context = _context(model, context, z.shape[0])
     if noise is None:
         noise = draw_noise(model, z.shape[0], n_steps, _generator(seed))
+    return _generate(model, z, context, noise, progress, decoder)
+
+
+def _generate(model, z, context, noise, progress, decoder, first_row: int = 0) -> np.ndarray:
+    """The generation of checked latents ``z`` (an array); output rows that are not finite
+    are an error naming them (counted from ``first_row``)."""
     # Runs where the model is (CPU or GPU); the random numbers are drawn on the CPU, so a
     # seed gives the same trajectories on either, to rounding.
     fast = decoder or FastDecoder(model)
-    out = fast.run(z.to(fast.device), context.to(fast.device), noise, progress)
-    return out.cpu().numpy().copy()
+    z_tensor = torch.from_numpy(z)
+    out = fast.run(z_tensor.to(fast.device), context.to(fast.device), noise, progress)
+    out = out.cpu().numpy().copy()
+    check_generated(out, z, first_row)
+    return out
+
+
+def checked_latents(model: VAE, z) -> np.ndarray:
+    """``z`` as float32 ``(batch, latent_dim)``, every value finite and within what the
+    model's float32 arithmetic can generate from (its displacement scale and conditioning
+    finite); else a :class:`GenerationError` naming the row and the latent."""
+    c = model.config
+    try:
+        values = np.asarray(z, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise GenerationError(f"z must be numbers ({err})") from None
+    if values.ndim != 2 or values.shape[1] != c.latent_dim:
+        raise GenerationError(
+            f"z must have shape (batch, {c.latent_dim}), got {tuple(values.shape)}"
+        )
+    with np.errstate(over="ignore"):
+        z = values.astype(np.float32)
+    bad = ~np.isfinite(z)
+    if bad.any():
+        row, latent = (int(v) for v in np.argwhere(bad)[0])
+        finite = np.isfinite(values[row, latent])
+        what = "too large for float32" if finite else "not a finite number"
+        raise GenerationError(
+            f"latent values: row {row}, latent {latent} = {values[row, latent]:.4g} is {what}"
+            + _rows_count(np.flatnonzero(bad.any(axis=1)))
+        )
+    with torch.inference_mode():
+        device = next(model.parameters()).device
+        tensor = torch.from_numpy(z).to(device)
+        if c.scale_equivariant:  # the decoder multiplies by exp(log_scale), divides by it
+            log_scale = model.log_scale(tensor)
+            scale_ok = torch.isfinite(torch.exp(log_scale)) & torch.isfinite(torch.exp(-log_scale))
+            rows = np.flatnonzero(~scale_ok.cpu().numpy())
+            if rows.size:
+                raise GenerationError(
+                    f"latent values: row {rows[0]} ({_z_text(z[rows[0]])}) puts the model's "
+                    f"displacement scale at exp({log_scale[rows[0]].item():.4g}), beyond float32 "
+                    f"(the model's latents are of order 1: the prior is N(0, 1))"
+                    + _rows_count(rows)
+                )
+        condition = model.upsampler(tensor, model.receptive_field + 1).flatten(1)
+        rows = np.flatnonzero(~torch.isfinite(condition).all(dim=1).cpu().numpy())
+        if rows.size:
+            raise GenerationError(
+                f"latent values: row {rows[0]} ({_z_text(z[rows[0]])}) puts the model's "
+                f"conditioning beyond float32 (the model's latents are of order 1: the prior "
+                f"is N(0, 1))" + _rows_count(rows)
+            )
+    return z
+
+
+def check_generated(displacements: np.ndarray, z: np.ndarray, first_row: int = 0) -> None:
+    """Refuse generated displacements that are not finite, naming the rows and their
+    latent values (rows counted from ``first_row``)."""
+    finite = np.isfinite(displacements).reshape(len(displacements), -1).all(axis=1)
+    rows = np.flatnonzero(~finite)
+    if rows.size:
+        raise GenerationError(
+            f"generation from latent row {rows[0] + first_row} ({_z_text(z[rows[0]])}) gives "
+            f"displacements that are not finite (NaN or infinity): latents too far from the "
+            f"prior N(0, 1), or a broken model?" + _rows_count(rows + first_row)
+        )
+
+
+def _z_text(row: np.ndarray) -> str:
+    return "z = " + ", ".join(f"{v:.4g}" for v in row)
+
+
+def _rows_count(rows: np.ndarray, limit: int = 5) -> str:
+    """`` (3 rows: 1, 4, 7)`` when there are several."""
+    if rows.size < 2:
+        return ""
+    listed = ", ".join(str(int(r)) for r in rows[:limit])
+    more = f" and {rows.size - limit} more" if rows.size > limit else ""
+    return f" ({rows.size} rows: {listed}{more})"
 
 
 def _generator(seed: int | None) -> torch.Generator:
@@ -230,6 +315,12 @@ def _context(model: VAE, context, batch: int) -> Tensor:
         raise GenerationError(
             f"context must have shape {shape} (the receptive field of displacements before the "
             f"first generated one), got {tuple(context.shape)}"
+        )
+    finite = torch.isfinite(context).flatten(1).all(dim=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.numpy())
+        raise GenerationError(
+            f"context row {rows[0]} holds displacements that are not finite" + _rows_count(rows)
         )
     return context
 
@@ -261,6 +352,7 @@ def generated_set(
 ) -> io.Trajectories:
     """Generated displacements as a dataset, the latent values as labels ``z_0``, ``z_1``, ...
     next to any other ``labels`` (e.g. those of the encoded inputs)."""
+    check_generated(np.asarray(displacements), np.asarray(z))
     latent_labels = {f"z_{i}": z[:, i].astype(np.float64) for i in range(z.shape[1])}
     return io.Trajectories(displacements, {**(labels or {}), **latent_labels}, meta)
 
@@ -276,23 +368,30 @@ def generate_many(
 ) -> np.ndarray:
     """:func:`generate` for any number of latent rows, ``batch_size`` at a time; the random
     numbers come from one generator seeded with ``seed`` (same seed and batch size, same
-    trajectories; None: fresh randomness). Returns float32 ``(n, dim, n_steps)``."""
-    z = np.asarray(z, dtype=np.float32)
+    trajectories; None: fresh randomness). Returns float32 ``(n, dim, n_steps)``. Every latent
+    row is checked before any is generated, and every generated row after (see
+    :func:`generate`)."""
+    z = checked_latents(model, z)  # every row, before any is generated
+    if n_steps < 1:
+        raise GenerationError(f"n_steps must be >= 1, got {n_steps}")
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
     generator = _generator(seed)
     decoder = FastDecoder(model)
     out = np.empty((len(z), model.config.dim, n_steps), dtype=np.float32)
     chunks = range(0, len(z), batch_size)
-    for lo in bar(chunks, desc="generate", enabled=progress and len(chunks) > 1, unit="batch"):
-        rows = slice(lo, lo + batch_size)
-        noise = draw_noise(model, len(z[rows]), n_steps, generator)
-        part_context = None if context is None else context[rows]
-        out[rows] = generate(
-            model,
-            z[rows],
-            n_steps,
-            context=part_context,
-            noise=noise,
-            progress=progress and len(chunks) < 2,
-            decoder=decoder,
-        )
+    with torch.inference_mode():
+        for lo in bar(chunks, desc="generate", enabled=progress and len(chunks) > 1, unit="batch"):
+            rows = slice(lo, lo + batch_size)
+            noise = draw_noise(model, len(z[rows]), n_steps, generator)
+            part_context = _context(model, None if context is None else context[rows], len(z[rows]))
+            out[rows] = _generate(
+                model,
+                z[rows],
+                part_context,
+                noise,
+                progress=progress and len(chunks) < 2,
+                decoder=decoder,
+                first_row=lo,
+            )
     return out
