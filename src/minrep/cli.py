@@ -111,13 +111,21 @@ def _physical_memory() -> int | None:
 
 
 def _check_size(n_values: int, itemsize: int, what: str) -> None:
-    """Refuse arrays larger than this machine's memory before allocating them."""
+    """Refuse arrays larger than this machine's memory before allocating them; ``what``
+    names the options that asked for them and what they make."""
     memory = _physical_memory()
     if memory is not None and n_values * itemsize > memory:
         raise OptionError(
             f"{what} would take {n_values * itemsize / 1e9:.3g} GB, more than this machine's "
             f"memory ({memory / 1e9:.3g} GB)"
         )
+
+
+def _check_input(path: Path | None, option: str | None = None) -> None:
+    """An input path that is a directory, said as such (the readers would say no file)."""
+    if path is not None and path.is_dir():
+        name = f"{option} {path}" if option else str(path)
+        raise OptionError(f"{name}: is a directory; give a file")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -154,7 +162,9 @@ def check_output(
                     if os.path.samefile(path, source):
                         raise OutputError(f"{where}: is also the input; write to another file")
         elif path.exists() and not path.is_dir():
-            raise OutputError(f"{where}: exists and is not a directory (this is a directory)")
+            raise OutputError(
+                f"{where}: is a file; give a directory (this command writes several files there)"
+            )
         existing = path if kind == "directory" else path.parent
         while not existing.exists():
             existing = existing.parent
@@ -257,9 +267,9 @@ def _check_labels(data: io.Trajectories, source, process: str | None) -> None:
             wanted = wanted if process else "finite"
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
+            more = f" (and {bad.sum() - 1} more)" if bad.sum() > 1 else ""
             raise io.TrajectoryFileError(
-                f"{source}: trajectory {i} has {name} = {values[i]} ({bad.sum()} such "
-                f"trajectories); {name} must be {wanted}"
+                f"{source}: trajectory {i} has {name} = {values[i]}{more}; {name} must be {wanted}"
             )
 
 
@@ -278,11 +288,11 @@ GRID_OPTIONS = {
 """The option of each dataset field (for errors from :mod:`minrep.datasets`)."""
 
 
-def _check_dataset_size(grid: datasets.Grid, dim: int, itemsize: int = 4) -> None:
+def _check_dataset_size(grid: datasets.Grid, dim: int, itemsize: int, options: str) -> None:
     _check_size(
         grid.n_trajectories * dim * grid.n_steps,
         itemsize,
-        f"{grid.n_trajectories} trajectories of T = {grid.n_positions} in {dim}D",
+        f"{options}: {grid.n_trajectories} trajectories of T = {grid.n_positions} in {dim}D",
     )
 
 
@@ -326,7 +336,12 @@ def simulate(
         )
         if dim < 1:
             raise OptionError(f"--dim must be >= 1, got {dim}")
-        _check_dataset_size(grid, dim, 8 if float64 else 4)
+        asked = " ".join(
+            f"{option} {value}"
+            for option, value in (("--n-per-cell", n_per_cell), ("--length", length))
+            if value is not None
+        )
+        _check_dataset_size(grid, dim, 8 if float64 else 4, asked or f"--preset {preset}")
         started = time.perf_counter()
         data = datasets.make_dataset(
             process,
@@ -388,6 +403,7 @@ def exact_nll(
     with _user_errors():
         _at_least("--start", start, 0)
         _at_least("--memory", memory, 0)
+        _check_input(data)
         trajectories = _nonempty(io.load_npz(data), data)
         # A scored step needs start + 1 displacements: the option and the file named.
         io.check_min_steps(trajectories, start + 1, f"--start {start}: {data}")
@@ -556,6 +572,7 @@ def train(
                 checkpoint.resolve(init)
             except MinrepError as err:
                 raise OptionError(f"--init: {err}") from None
+        _check_input(data)
         trajectories = io.load_npz(data)
         config = None
         if init is None:
@@ -664,6 +681,7 @@ def encode(
     from minrep.encode import encode_axes, save_latents
 
     with _user_errors():
+        _check_input(trajectories)
         check_output(output, (".npz", ".csv"), inputs=(trajectories,))
         vae = checkpoint.load_model(model)
         data = io.load(
@@ -749,8 +767,16 @@ def generate(
             raise gen.GenerationError("--context is zeros, or start together with --from")
         values = parse_latent_values(z) if z is not None else None
         index, sweep_values = parse_sweep(sweep) if sweep is not None else (None, None)
+        _check_input(from_file, "--from")
         check_output(output, (".npz",), inputs=(from_file,))
         vae = checkpoint.load_model(model)
+        latent_dim = vae.config.latent_dim
+        for option, chosen_index in [("--z", i) for i in values or ()] + [("--sweep", index)]:
+            if chosen_index is not None and not 0 <= chosen_index < latent_dim:
+                raise OptionError(
+                    f"{option}: latent index {chosen_index} is out of range: model {model} has "
+                    f"{latent_dim} latents (0..{latent_dim - 1})"
+                )
         if seed is None:  # fresh randomness, recorded so that the file can be reproduced
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         labels: dict[str, np.ndarray] = {}
@@ -767,7 +793,13 @@ def generate(
                     f"trained on dim {vae.config.dim}"
                 )
             rows = len(data) * n
-        _check_size(rows * vae.config.dim * (length - 1), 4, f"{rows} trajectories of T = {length}")
+        asked = {"--n": n, "--n-per-value": n_per_value, "--length": length}
+        _check_size(
+            rows * vae.config.dim * (length - 1),
+            4,
+            " ".join(f"{k} {v}" for k, v in asked.items() if v is not None)
+            + f": {rows} trajectories of T = {length}",
+        )
         if values is not None:
             latents = gen.latents_with_values(vae, values, n)
         elif sweep is not None:
@@ -833,6 +865,7 @@ def analyze(
             raise OptionError(
                 "--n-per-cell sets the size of the simulated test set: not with --data"
             )
+        _check_input(data, "--data")
         check_output(output, kind="directory")
         vae = checkpoint.load_model(model)
         test = _test_set(model, vae, data, n_per_cell, seed)
@@ -876,7 +909,7 @@ def _test_set(model: str, vae, data: Path | None, n_per_cell: int | None, seed: 
             f"{model}: the model's training process is not recorded; give a test set (--data)"
         )
     grid = datasets.preset_grid(process, "paper-test", n_per_cell=n_per_cell)
-    _check_dataset_size(grid, vae.config.dim)
+    _check_dataset_size(grid, vae.config.dim, 4, f"--n-per-cell {n_per_cell}")
     return datasets.make_dataset(
         process, "paper-test", n_per_cell=n_per_cell, seed=seed, progress=True
     )
@@ -913,6 +946,7 @@ def demo(
     with _user_errors(n_per_cell="--n-per-cell", seed="--seed"):
         _at_least("--n-per-cell", n_per_cell, 1)
         _check_seed(seed)
+        _check_input(data, "--data")
         check_output(output, kind="directory")
         run_demo(model, output, data=data, n_per_cell=n_per_cell, seed=seed, echo=typer.echo)
 

@@ -148,11 +148,9 @@ def check_grid(process: str, grid: Grid) -> None:
             raise GridError("D", f"D = {value} must be finite and > 0")
     for value in grid.alpha:
         if not (math.isfinite(value) and admits_alpha(process, value)):
-            low, high = ALPHA_RANGE[process]
             raise GridError(
                 "alpha",
-                f"alpha = {value} is outside the range of {process} ({low}, {high}): "
-                f"{_alpha_range(process)}",
+                f"alpha = {value} is outside the range of {process} ({_alpha_range(process)})",
             )
     if not _is_integer(grid.n_per_cell) or grid.n_per_cell < 1:
         raise GridError("n_per_cell", f"need n_per_cell >= 1 (an integer), got {grid.n_per_cell!r}")
