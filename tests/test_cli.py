@@ -1,5 +1,6 @@
 """Tests of the minrep command line: each command against the library call it wraps."""
 
+import json
 import re
 import subprocess
 import sys
@@ -209,3 +210,105 @@ def test_metric_lines_explain_each_kind_once():
     assert "disentanglement 0.6500, completeness 0.7400" in text
     assert "bayes_r2_alpha (all_steps): 0.9850" in text
     assert all(len(line) <= 100 for line in lines if line.strip().startswith("("))
+
+
+def _resumable_run(tmp_path):
+    """A run directory as train() leaves it after an epoch (batch size 32, the quick plan),
+    and a dataset to resume it on."""
+    from minrep.model import ModelConfig
+    from minrep.train import TrainConfig
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    config = {
+        "model": ModelConfig(scale_equivariant=True, log_scale_mean=-3.0).to_dict(),
+        "training": TrainConfig(batch_size=32, seed=4).resolved().to_dict(),
+        "data": {},
+    }
+    (run / "config.json").write_text(json.dumps(config))
+    data = datasets.make_dataset("fbm", n_per_cell=1, n_positions=60)
+    return run, io.save_npz(data, tmp_path / "data.npz")
+
+
+def test_resume_says_which_given_settings_it_does_not_use(tmp_path, monkeypatch):
+    from minrep import train as train_module
+
+    calls = []
+
+    def fake_train(data, run_dir, config, **kwargs):  # the run itself is train.py's to test
+        calls.append((data, run_dir, config, kwargs))
+        return train_module.TrainResult(run_dir, None, [], True)
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: True)
+    run, data = _resumable_run(tmp_path)
+    resume = ["train", str(data), "-o", str(run), "--resume"]
+    # Its own settings again, and when to stop (a per-call setting): not a word.
+    result = runner.invoke(app, [*resume, "--batch-size", "32", "--seed", "4", "--max-epochs", "5"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert calls[-1][2].max_epochs == 5 and calls[-1][3]["resume"] is True
+    # Another batch size: one line saying it is not used, and what is.
+    result = runner.invoke(app, [*resume, "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: --batch-size 64 is not used: {run} resumes with its own batch size 32 "
+        f"({run / 'config.json'}); start a new run to change it"
+    ]
+    # Each setting that differs, a line of its own: seed, learning rate (the plan), network.
+    result = runner.invoke(app, [*resume, "--seed", "5", "--lr", "0.01", "--latent-dim", "3"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and all(line.startswith("warning: ") for line in lines)
+    assert "--seed 5 is not used" in lines[0] and "seed 4" in lines[0]
+    assert "--lr 0.01 is not used" in lines[1] and "its own plan" in lines[1]
+    assert "--latent-dim/--paper-network not used" in lines[2] and "6 latents" in lines[2]
+    # The quick preset's plan is the run's plan: --preset quick is no change.
+    result = runner.invoke(app, [*resume, "--preset", "quick"])
+    assert result.exit_code == 0 and result.stderr == ""
+    result = runner.invoke(app, [*resume, "--preset", "paper"])
+    assert "--preset paper is not used" in result.stderr
+
+
+def test_errors_keep_their_exit_status_and_os_errors_are_one_line(tmp_path, monkeypatch):
+    from minrep import MinrepError
+    from minrep import train as train_module
+
+    class Stopped(MinrepError):
+        exit_code = 143
+
+    def stopped(*args, **kwargs):
+        raise Stopped("training stopped by SIGTERM after epoch 3")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "run" / "history.csv"))
+
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: True)
+    _, data = _resumable_run(tmp_path)
+    for fake, status, line in [
+        (stopped, 143, "error: training stopped by SIGTERM after epoch 3"),
+        (disk_full, 1, f"error: {tmp_path / 'run' / 'history.csv'}: No space left on device"),
+    ]:
+        monkeypatch.setattr(train_module, "train", fake)
+        result = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "new")])
+        assert result.exit_code == status
+        assert result.stderr.splitlines() == [line]
+
+
+def test_check_output_accepts_what_it_can_write(tmp_path):
+    from minrep.cli import OutputError, check_output
+
+    # New parent directories are created by the command: fine; so is replacing a file.
+    assert check_output(tmp_path / "a" / "b" / "x.npz", (".npz",)) == tmp_path / "a/b/x.npz"
+    existing = tmp_path / "old.NPZ"
+    existing.write_bytes(b"old")
+    check_output(existing, (".npz",))
+    check_output(tmp_path, kind="directory")
+    check_output(tmp_path / "new" / "report", kind="directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.NPZ"]  # the probe is gone
+    with pytest.raises(OutputError, match="--where .*old.NPZ: is a file; give a directory"):
+        check_output(existing, kind="directory", option="--where")
+    with pytest.raises(OutputError, match="is also the input"):
+        same = tmp_path / ".." / tmp_path.name / existing.name  # another spelling of it
+        check_output(existing, (".npz",), inputs=(None, same))

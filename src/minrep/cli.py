@@ -62,10 +62,11 @@ app = typer.Typer(
 
 @contextlib.contextmanager
 def _user_errors(**options: str) -> Iterator[None]:
-    """Print a bad-input error as one line on stderr (exit code 2), not a traceback; an
-    operating-system error (a full disk, a file that vanished) as one line too (exit code 1).
-    ``options`` maps a dataset field to the option it came from (``alpha="--alpha"``), so that
-    a :class:`minrep.datasets.GridError` names the option."""
+    """Print a bad-input error as one line on stderr (exit code 2, or the error's own
+    ``exit_code``), not a traceback; an operating-system error (a full disk, a file that
+    vanished) as one line too (exit code 1). ``options`` maps a dataset field to the option
+    it came from (``alpha="--alpha"``), so that a :class:`minrep.datasets.GridError` names
+    the option."""
     try:
         yield
     except datasets.GridError as err:
@@ -73,8 +74,9 @@ def _user_errors(**options: str) -> Iterator[None]:
         typer.echo(f"error: {option}: {err}" if option else f"error: {err}", err=True)
         raise typer.Exit(2) from None
     except MinrepError as err:
+        # An error may carry its own exit status (a training stopped by a signal: 128 + it).
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(getattr(err, "exit_code", 2)) from None
     except OSError as err:
         where = f"{err.filename}: " if err.filename else ""
         typer.echo(f"error: {where}{err.strerror or err}", err=True)
@@ -649,7 +651,7 @@ def _warn_on_resume(
     ]
     for name, option, value, as_recorded, key in settings:
         if _given(ctx, name) and as_recorded != recorded.get(key):
-            own = "plan" if key == "plan" else f"{option[2:]} {recorded.get(key)}"
+            own = "plan" if key == "plan" else f"{key.replace('_', ' ')} {recorded.get(key)}"
             typer.echo(
                 f"warning: {option} {value} is not used: {run_dir} resumes with its own {own} "
                 f"({config_path}); start a new run to change it",
