@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 from minrep import datasets, io, processes, train
 from minrep.checkpoint import PRETRAINED, load_model, read_config
 from minrep.cli import app
+from minrep.encode import EncodingError
 from minrep.model import SURVIVAL_KL, VAE, ModelConfig
 from minrep.schedule import PRESETS, Plan, Stage
 from minrep.train import TrainConfig, TrainingError
@@ -202,6 +204,11 @@ def test_training_writes_the_run_directory(tiny, tmp_path):
         "stages/stage-2/config.json",
     ):
         assert (run / name).is_file(), name
+    # One mode for every file, that of an ordinary write (safetensors' own was 0600).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.relative_to(run): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*")}
+    assert {m for p, m in modes.items() if (run / p).is_file()} == {0o666 & ~umask}, modes
     # Epochs' own durations and the time since the run began; the latter includes setup.
     epoch_seconds = [float(r["epoch_seconds"]) for r in history]
     elapsed = [float(r["elapsed_seconds"]) for r in history]
@@ -396,6 +403,68 @@ def test_a_killed_run_resumes_losing_at_most_one_epoch(tmp_path):
     assert after[: done - 1] == before[: done - 1]
 
 
+INTERRUPTIBLE_PROGRAM = """
+import sys
+from minrep import train
+from minrep.schedule import Plan, Stage
+try:
+    config = train.TrainConfig(batch_size=32, plan=Plan([Stage(60, 0.0)]))
+    train.train(sys.argv[1], sys.argv[2], config, progress=False)
+except train.TrainingInterrupted as err:  # what the minrep train command does with it
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(err.exit_code)
+"""
+
+
+def test_sigterm_and_sigint_stop_training_non_zero_and_resume_goes_on(tiny, tmp_path):
+    """What a batch scheduler (SIGTERM) or Ctrl+C (SIGINT) does to a training: it stops after
+    the batch in flight with 128 + the signal (it exited 0 on SIGTERM, without a model), one
+    line saying how to resume, the last finished epoch's checkpoint kept and no final model;
+    --resume goes on from there. Both runs at once, each in its own process."""
+    path = io.save_npz(tiny, tmp_path / "tiny.npz")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs, processes_ = {}, {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        runs[signum] = tmp_path / signum.name
+        processes_[signum] = subprocess.Popen(
+            [sys.executable, "-c", INTERRUPTIBLE_PROGRAM, str(path), str(runs[signum])],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    deadline = time.time() + 120
+    waiting = set(processes_)
+    while waiting and time.time() < deadline:
+        for signum in list(waiting):
+            # The first epoch's checkpoint is there: signal in the middle of the next.
+            if (runs[signum] / "checkpoints" / "last.ckpt").exists():
+                processes_[signum].send_signal(signum)
+                waiting.discard(signum)
+        time.sleep(0.05)
+    for signum, process in processes_.items():
+        _, err = process.communicate(timeout=120)
+        run = runs[signum]
+        assert process.returncode == 128 + signum, err[-3000:]  # 143 and 130
+        done = len(read_history(run))
+        assert 1 <= done < 60
+        assert err.strip().splitlines()[-1] == (
+            f"error: training stopped by {signum.name} after epoch {done} (the epoch in "
+            f"progress is dropped; {run / 'checkpoints' / 'last.ckpt'} is kept); continue "
+            f"with: minrep train {path} -o {run} --resume"
+        )
+        assert not (run / "model.safetensors").exists()  # nothing claims to be final
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+        assert state["epoch"] + 1 == done  # the checkpoint holds the last history row
+        assert not list(run.rglob("*.tmp"))
+        before = read_history(run)
+        result = train.train(path, run, TrainConfig(max_epochs=done + 1), resume=True)
+        after = read_history(run)
+        assert [int(r["epoch"]) for r in after] == list(range(1, done + 2))
+        assert after[:done] == before  # resumed where it stopped
+        assert (run / "model.safetensors").is_file() and result.history[-1]["epoch"] == done + 1
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     run = tmp_path / "run"
     calls = {"n": 0}
@@ -430,11 +499,15 @@ def test_bad_training_input_is_refused_before_training(tiny, tmp_path):
         train.train(short, tmp_path / "b", progress=False)
     with pytest.raises(TrainingError, match="dim 1, the model expects 2"):
         train.train(tiny, tmp_path / "c", model_config=ModelConfig(dim=2), progress=False)
+    huge = io.Trajectories(tiny.displacements * np.float32(1e20), tiny.labels, tiny.meta)
+    with pytest.raises(EncodingError, match=r"huge.npz: the displacements of 144 trajectories"):
+        train.train(huge, tmp_path / "e", progress=False, source="huge.npz")
     not_a_dataset = tmp_path / "x.npz"
     not_a_dataset.write_text("hello")
     result = CliRunner().invoke(app, ["train", str(not_a_dataset), "-o", str(tmp_path / "d")])
     assert result.exit_code == 2 and "not an .npz dataset" in result.output
-    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
+    for name in ("a", "d", "e"):
+        assert not (tmp_path / name).exists(), name
 
 
 @pytest.mark.slow

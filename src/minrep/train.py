@@ -16,7 +16,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from minrep import MinrepError, checkpoint, io, processes
+from minrep.encode import check_scale
 from minrep.model import VAE, ModelConfig, rms_scale, surviving
 from minrep.progress import interactive
 from minrep.schedule import PRESETS, Plan
@@ -34,6 +37,21 @@ from minrep.schedule import PRESETS, Plan
 
 class TrainingError(MinrepError, RuntimeError):
     """Training cannot start or cannot go on (bad input, non-finite loss, ...)."""
+
+
+class TrainingInterrupted(MinrepError):
+    """Training stopped by SIGINT or SIGTERM before its last epoch: the run directory holds
+    the checkpoint of the last finished epoch (no final model), and ``--resume`` continues
+    it. ``signum``: the signal; ``exit_code``: what a command stopped by it exits with,
+    128 + signum (130 for SIGINT, 143 for SIGTERM); ``resumable``: whether an epoch had
+    finished (else the run starts again from nothing)."""
+
+    def __init__(self, message: str, signum: int, run_dir: Path, resumable: bool):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.run_dir = run_dir
+        self.resumable = resumable
 
 
 def keep_freed_memory() -> bool:
@@ -501,6 +519,7 @@ def check_data(data: io.Trajectories, config: ModelConfig, source="data") -> Non
     if data.dim != config.dim:
         raise TrainingError(f"{source}: data have dim {data.dim}, the model expects {config.dim}")
     io.check_min_steps(data, config.min_steps, source)
+    check_scale(data, config, source, stacklevel=3)  # float32 range; trajectories that never move
     if len(data) < 10:
         raise TrainingError(f"{source}: {len(data)} trajectories are too few to train on")
 
@@ -552,6 +571,48 @@ class _Run:
     settings: dict  # config.json's training and data sections
 
 
+class _StopOnSignals:
+    """While a trainer fits, SIGINT and SIGTERM stop it after the batch in flight, and
+    :func:`train` raises :class:`TrainingInterrupted`.
+
+    Left to themselves, SIGINT raises KeyboardInterrupt wherever the step is (Lightning then
+    exits with status 1) and SIGTERM makes Lightning raise its SIGTERMException, a SystemExit
+    without a status: the process exits 0 without a model, as if it had succeeded. Here
+    either signal raises Lightning's own SIGTERM flag, which its loops check after every
+    batch and which data-parallel processes share; the checkpoint of the last finished epoch
+    is kept (an epoch-end checkpoint in the making is finished: the flag is read only between
+    batches). A second signal stops at once (KeyboardInterrupt). Only in the main thread,
+    where Python delivers signals."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, trainer: pl.Trainer):
+        self.trainer = trainer
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt  # asked twice: stop now
+        self.received = signum
+        # Lightning's flag (its SIGTERM handler sets it too): read after every batch. Where a
+        # Lightning version has no such flag, stop at once as for a second signal.
+        connector = getattr(self.trainer, "_signal_connector", None)
+        if connector is None or not hasattr(connector, "received_sigterm"):
+            raise KeyboardInterrupt
+        connector.received_sigterm = True
+
+
 def train(
     data,
     run_dir,
@@ -561,6 +622,7 @@ def train(
     resume: bool = False,
     find_lr: bool = False,
     progress: bool = True,
+    source: str | None = None,
 ) -> TrainResult:
     """Train a model on ``data`` (a :class:`minrep.io.Trajectories` or a dataset path) into the
     run directory ``run_dir`` as ``config`` says (a :class:`TrainConfig`; default: the
@@ -568,8 +630,13 @@ def train(
     scale-equivariant one). ``resume`` continues a run from its last checkpoint with the
     settings it recorded; of ``config`` only ``max_epochs`` and the hardware count then.
     ``find_lr`` runs Lightning's learning-rate finder instead of training. ``progress``: a bar
-    on a terminal, one line per epoch on stderr otherwise."""
-    run = _prepare(data, Path(run_dir), config or TrainConfig(), model_config, resume)
+    on a terminal, one line per epoch on stderr otherwise. ``source`` names the data in
+    messages and in config.json (default: the path, or ``data``).
+
+    SIGINT or SIGTERM while training stops it after the batch in flight and raises
+    :class:`TrainingInterrupted`: the last finished epoch's checkpoint is kept, no final model
+    is written, and ``resume`` continues."""
+    run = _prepare(data, Path(run_dir), config or TrainConfig(), model_config, resume, source)
     module = _build_module(run)
     run_files = RunDirectory(run.run_dir, run.settings, run.exact_nll)
     trainer = _build_trainer(run, [run_files, *_progress_callbacks(progress, run_files)])
@@ -577,7 +644,14 @@ def train(
     if find_lr:
         return _find_lr(trainer, module, loaders[0], run.run_dir)
     ckpt = run.run_dir / "checkpoints" / "last.ckpt" if run.resuming else None
-    trainer.fit(module, *loaders, ckpt_path=ckpt, weights_only=True)
+    with _StopOnSignals(trainer) as signals:
+        try:
+            trainer.fit(module, *loaders, ckpt_path=ckpt, weights_only=True)
+        except SystemExit:  # Lightning's SIGTERMException, or its exit after a second signal
+            if signals.received is None:
+                raise
+    if signals.received is not None and not trainer.state.finished:
+        raise _interrupted(run, signals.received, run_files.rows)
     model = module.model.eval()
     model.training_range = run.settings["data"]["training_range"]
     if trainer.is_global_zero:
@@ -585,12 +659,37 @@ def train(
     return TrainResult(run.run_dir, model, run_files.rows, trainer.is_global_zero)
 
 
+def _interrupted(run: _Run, signum: int, rows: list[dict]) -> TrainingInterrupted:
+    """The error of a run stopped by ``signum``, saying how to go on."""
+    name = signal.Signals(signum).name
+    source = run.settings["data"]["source"]
+    data = source if source != "data" else "DATA"
+    if (run.run_dir / "checkpoints" / "last.ckpt").is_file() and rows:
+        message = (
+            f"training stopped by {name} after epoch {rows[-1]['epoch']} (the epoch in "
+            f"progress is dropped; {run.run_dir / 'checkpoints' / 'last.ckpt'} is kept); "
+            f"continue with: minrep train {data} -o {run.run_dir} --resume"
+        )
+        return TrainingInterrupted(message, signum, run.run_dir, resumable=True)
+    message = (
+        f"training stopped by {name} before its first epoch ended: nothing to resume; start "
+        f"again with: minrep train {data} -o {run.run_dir}"
+    )
+    return TrainingInterrupted(message, signum, run.run_dir, resumable=False)
+
+
 def _prepare(
-    data, run_dir: Path, config: TrainConfig, model_config: ModelConfig | None, resume: bool
+    data,
+    run_dir: Path,
+    config: TrainConfig,
+    model_config: ModelConfig | None,
+    resume: bool,
+    source: str | None = None,
 ) -> _Run:
     """Load and check the data, settle the configuration (a new run's or the resumed run's),
     split the data and record what config.json will say."""
-    source = "data" if isinstance(data, io.Trajectories) else str(data)
+    if source is None:
+        source = "data" if isinstance(data, io.Trajectories) else str(data)
     if not isinstance(data, io.Trajectories):
         data = io.load_npz(data)
     saved, start = None, None
