@@ -194,6 +194,8 @@ ENCODE = [
     ("encode bm {bm} -o {ro}/e.npz", ["--output", "cannot write"]),
     ("encode bm {bm} -o {bm}", ["--output", "bm.npz", "also the input"]),
     ("encode bm {bm}", ["--output"]),
+    ("encode bm {bm} -o {out}.npz --split-gaps", ["--split-gaps", "bm.npz"]),
+    ("encode bm {short} -o {out}.npz --skip-short", ["--skip-short", "short.npz"]),
 ]
 
 ANALYZE = [

@@ -252,26 +252,23 @@ def _nonempty(data: io.Trajectories, source) -> io.Trajectories:
 
 
 def _check_labels(data: io.Trajectories, source, process: str | None) -> None:
-    """Every trajectory's alpha and D finite and in the range of ``process`` (when known),
-    or an error naming the file, the trajectory and the value."""
-    for name in ("alpha", "D"):
-        values = np.asarray(data.labels[name], dtype=np.float64)
-        if name == "D":
-            bad = ~(np.isfinite(values) & (values > 0))
-            wanted = "finite and > 0"
-        else:
-            admitted = np.ones(values.size, dtype=bool)
-            if process is not None:
-                admitted = np.array([processes.admits_alpha(process, a) for a in values])
-            bad = ~np.isfinite(values) | ~admitted
-            low, high = processes.ALPHA_RANGE.get(process, (-math.inf, math.inf))
-            wanted = f"finite and in the range of {process} ({low}, {high})"
-            wanted = wanted if process else "finite"
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            more = f" (and {bad.sum() - 1} more)" if bad.sum() > 1 else ""
+    """Every trajectory's D finite and > 0 and alpha finite and in the range of ``process``
+    (when known), or an error naming the file, the trajectory and the value."""
+    alpha = np.asarray(data.labels["alpha"], dtype=np.float64)
+    D = np.asarray(data.labels["D"], dtype=np.float64)
+    admitted = np.isfinite(alpha)
+    if process is not None:
+        admitted &= np.array([processes.admits_alpha(process, a) for a in alpha], dtype=bool)
+    rule = f"{process} needs {datasets.alpha_range(process)}" if process else "alpha is finite"
+    for name, values, good, needs in (
+        ("D", D, np.isfinite(D) & (D > 0), "D must be finite and > 0"),
+        ("alpha", alpha, admitted, rule),
+    ):
+        bad = np.flatnonzero(~good)
+        if bad.size:
+            more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
             raise io.TrajectoryFileError(
-                f"{source}: trajectory {i} has {name} = {values[i]}{more}; {name} must be {wanted}"
+                f"{source}: trajectory {bad[0]} has {name} = {values[bad[0]]}{more}; {needs}"
             )
 
 
@@ -443,6 +440,25 @@ def exact_nll(
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
+def _parse_devices(devices: str) -> int | str:
+    """``--devices``: a count >= 1, -1 (all), ``auto``, or distinct GPU indices ``0,1``."""
+    spec = devices.strip()
+    if spec == "auto":
+        return spec
+    try:
+        numbers = [int(part) for part in spec.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1 and (numbers[0] >= 1 or numbers[0] == -1):
+        return numbers[0]
+    if len(numbers) > 1 and min(numbers) >= 0 and len(set(numbers)) == len(numbers):
+        return ",".join(map(str, numbers))  # GPU indices
+    raise OptionError(
+        f"--devices {devices!r}: give a count >= 1, -1 (all), auto or distinct GPU indices "
+        "such as 0,1"
+    )
+
+
 def _check_hardware(accelerator: str, devices: str, num_nodes: int) -> int | str:
     """``--accelerator``, ``--devices`` and ``--num-nodes`` checked against this machine
     before any work; returns the devices as Lightning takes them."""
@@ -451,17 +467,7 @@ def _check_hardware(accelerator: str, devices: str, num_nodes: int) -> int | str
     _at_least("--num-nodes", num_nodes, 1)
     if accelerator not in ACCELERATORS:
         raise OptionError(f"--accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
-    spec = devices.strip()
-    if spec == "auto":
-        count: int | str = "auto"
-    elif spec.lstrip("-").isdigit() and int(spec) in (-1,) + tuple(range(1, 1 << 16)):
-        count = int(spec)
-    elif spec and all(part.strip().isdigit() for part in spec.split(",")) and "," in spec:
-        count = spec  # GPU indices, e.g. 0,1
-    else:
-        raise OptionError(
-            f"--devices {devices!r}: give a count >= 1, -1 (all), auto or GPU indices such as 0,1"
-        )
+    count = _parse_devices(devices)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if accelerator in ("gpu", "cuda") and gpus == 0:
         raise OptionError(
@@ -684,6 +690,11 @@ def encode(
 
     with _user_errors():
         _check_input(trajectories)
+        for flag, given in (("--split-gaps", split_gaps), ("--skip-short", skip_short)):
+            if given and trajectories.suffix.lower() not in io.TRACK_SUFFIXES:
+                raise OptionError(
+                    f"{flag} is for tracking files (.csv, .parquet), not {trajectories}"
+                )
         check_output(output, (".npz", ".csv"), inputs=(trajectories,))
         vae = checkpoint.load_model(model)
         data = io.load(

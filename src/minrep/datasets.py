@@ -118,7 +118,7 @@ def parse_values(spec: str, log: bool = False) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-def _alpha_range(process: str) -> str:
+def alpha_range(process: str) -> str:
     """The exponents ``process`` admits, as text (:func:`minrep.processes.admits_alpha`)."""
     low, high = ALPHA_RANGE[process]
     if process == "bm":
@@ -150,7 +150,7 @@ def check_grid(process: str, grid: Grid) -> None:
         if not (math.isfinite(value) and admits_alpha(process, value)):
             raise GridError(
                 "alpha",
-                f"alpha = {value} is outside the range of {process} ({_alpha_range(process)})",
+                f"alpha = {value} is outside the range of {process} ({alpha_range(process)})",
             )
     if not _is_integer(grid.n_per_cell) or grid.n_per_cell < 1:
         raise GridError("n_per_cell", f"need n_per_cell >= 1 (an integer), got {grid.n_per_cell!r}")
