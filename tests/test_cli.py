@@ -249,6 +249,7 @@ def test_resume_says_which_given_settings_it_does_not_use(tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert calls[-1][2].max_epochs == 5 and calls[-1][3]["resume"] is True
+    assert calls[-1][3]["source"] == str(data)  # errors and config.json name the file
     # Another batch size: one line saying it is not used, and what is.
     result = runner.invoke(app, [*resume, "--batch-size", "64"])
     assert result.exit_code == 0, result.output

@@ -589,7 +589,6 @@ def train(
                 config = ModelConfig.published(**sizes)
             else:
                 config = ModelConfig(**sizes, scale_equivariant=True)
-        del trajectories  # train() reads the file again, and names it in its errors
         training = TrainConfig(
             preset=preset if plan is None else None,
             plan=custom,
@@ -610,7 +609,13 @@ def train(
         # only trains.
         keep_freed_memory()
         result = train_model(
-            data, output, training, model_config=config, resume=resume, find_lr=find_lr
+            trajectories,
+            output,
+            training,
+            model_config=config,
+            resume=resume,
+            find_lr=find_lr,
+            source=str(data),  # errors and config.json name the file
         )
     if find_lr:
         typer.echo(
