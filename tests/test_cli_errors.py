@@ -232,6 +232,8 @@ DEMO = [
     ("demo --model bm -o {out} --data {notes}", ["notes.txt", "unknown file type"]),
     ("demo --model bm -o {out} --data {empty}", ["empty.npz", "no trajectory"]),
     ("demo --model bm -o {out} --data {garbage}", ["garbage.npz", "not an .npz"]),
+    ("demo --model fbm -o {out} --data {nan_alpha}", ["nan_alpha.npz", "trajectory 3", "nan"]),
+    ("demo --model fbm -o {out} --data {zero_d}", ["zero_d.npz", "trajectory 2", "D = 0"]),
 ]
 
 USAGE = [

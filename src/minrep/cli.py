@@ -251,27 +251,6 @@ def _nonempty(data: io.Trajectories, source) -> io.Trajectories:
     return data
 
 
-def _check_labels(data: io.Trajectories, source, process: str | None) -> None:
-    """Every trajectory's D finite and > 0 and alpha finite and in the range of ``process``
-    (when known), or an error naming the file, the trajectory and the value."""
-    alpha = np.asarray(data.labels["alpha"], dtype=np.float64)
-    D = np.asarray(data.labels["D"], dtype=np.float64)
-    admitted = np.isfinite(alpha)
-    if process is not None:
-        admitted &= np.array([processes.admits_alpha(process, a) for a in alpha], dtype=bool)
-    rule = f"{process} needs {datasets.alpha_range(process)}" if process else "alpha is finite"
-    for name, values, good, needs in (
-        ("D", D, np.isfinite(D) & (D > 0), "D must be finite and > 0"),
-        ("alpha", alpha, admitted, rule),
-    ):
-        bad = np.flatnonzero(~good)
-        if bad.size:
-            more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
-            raise io.TrajectoryFileError(
-                f"{source}: trajectory {bad[0]} has {name} = {values[bad[0]]}{more}; {needs}"
-            )
-
-
 PROCESS_HELP = "bm, fbm, sbm (exact, numpy) or ctrw, lw, attm (with --backend andi)"
 
 GRID_OPTIONS = {
@@ -409,7 +388,7 @@ def exact_nll(
         if trajectories.is_ragged:
             raise io.TrajectoryFileError(f"{data}: exact-nll needs trajectories of equal length")
         process = _labelled_process(trajectories, data)
-        _check_labels(trajectories, data, process)
+        datasets.check_labels(trajectories, data, process)
         started = time.perf_counter()
         nll = processes.exact_nll(
             trajectories.displacements,
@@ -910,7 +889,7 @@ def check_test_set(test: io.Trajectories, source, model_dim: int) -> io.Trajecto
             f"{', '.join(missing)})"
         )
     process = test.process if test.process in processes.PROCESSES else None
-    _check_labels(test, source, process)
+    datasets.check_labels(test, source, process)
     return test
 
 

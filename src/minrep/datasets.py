@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from minrep import __version__, andi
-from minrep.io import Trajectories
+from minrep.io import Trajectories, TrajectoryFileError
 from minrep.processes import (
     ALPHA_RANGE,
     ANDI_ONLY_PROCESSES,
@@ -160,6 +160,29 @@ def check_grid(process: str, grid: Grid) -> None:
             f"need n_positions >= 2 (positions T per trajectory, an integer), "
             f"got {grid.n_positions!r}",
         )
+
+
+def check_labels(data: Trajectories, source="data", process: str | None = None) -> None:
+    """Refuse labels ``alpha`` and ``D`` that no simulation has: every D finite and > 0,
+    every alpha finite and, where ``process`` is given, in its range. The
+    :class:`minrep.io.TrajectoryFileError` names ``source``, the first bad trajectory, its
+    value and how many more there are."""
+    alpha = np.asarray(data.labels["alpha"], dtype=np.float64)
+    D = np.asarray(data.labels["D"], dtype=np.float64)
+    admitted = np.isfinite(alpha)
+    if process is not None:
+        admitted &= np.array([admits_alpha(process, a) for a in alpha], dtype=bool)
+    rule = f"{process} needs {alpha_range(process)}" if process else "alpha must be finite"
+    for name, values, good, needs in (
+        ("D", D, np.isfinite(D) & (D > 0), "D must be finite and > 0"),
+        ("alpha", alpha, admitted, rule),
+    ):
+        bad = np.flatnonzero(~good)
+        if bad.size:
+            more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+            raise TrajectoryFileError(
+                f"{source}: trajectory {bad[0]} has {name} = {values[bad[0]]}{more}; {needs}"
+            )
 
 
 def preset_grid(process: str, preset: str = "small", **overrides) -> Grid:

@@ -155,6 +155,9 @@ def run_demo(
                 f"{data}: the trajectories have dim {test.dim}; model {model} was trained on "
                 f"dim {vae.config.dim}"
             )
+        if test.alpha is not None and test.D is not None:  # labels the analysis would use
+            labelled = test.process if test.process in processes.PROCESSES else None
+            datasets.check_labels(test, data, labelled)
         echo(f"read {len(test)} trajectories (dim {test.dim}) from {data}")
     out.mkdir(parents=True, exist_ok=True)
     if test.alpha is None or test.D is None or test.is_ragged or test.dim != vae.config.dim:
