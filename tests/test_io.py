@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from minrep import MinrepError
@@ -854,6 +854,21 @@ def test_coordinates_whose_displacements_overflow_float32_name_particle_and_line
     np.testing.assert_allclose(read_tracks(path).displacements, [[[1e30, 1e30]]], rtol=1e-6)
 
 
+def test_positions_too_large_to_resolve_their_displacements_are_refused(tmp_path):
+    # 1e12 + 0.01 steps: float64 spaces numbers near 1e12 by 1.2e-4, 1% of a step.
+    steps = np.cumsum(np.full(6, 0.01))
+    rows = "".join(f"5,{t},{1e12 + x!r}\n" for t, x in enumerate(steps))
+    path = write_csv(tmp_path / "offset.csv", "particle,frame,x\n3,0,0\n3,1,1\n" + rows)
+    with pytest.raises(
+        TrajectoryFileError,
+        match=matching(path, "particle 5 (line 4): positions as large as 1e+12", "offset"),
+    ):
+        read_tracks(path)
+    rows = "".join(f"5,{t},{1e6 + x!r}\n" for t, x in enumerate(steps))  # 1e-10 spacing
+    path.write_text("particle,frame,x\n" + rows)
+    np.testing.assert_allclose(read_tracks(path).displacements, 0.01, rtol=1e-6)
+
+
 def test_frames_beyond_exact_integers_are_refused(tmp_path):
     path = write_csv(tmp_path / "frames.csv", "particle,frame,x\n1,0,0\n1,1e300,1\n")
     with pytest.raises(
@@ -992,10 +1007,24 @@ PROPERTY_SETTINGS = settings(
 
 
 @PROPERTY_SETTINGS
+@example(  # pandas' default CSV parser read this id back an ulp off
+    table=pd.DataFrame({"particle": [1801439850948199.2, 0.0], "frame": [0, 0], "x": [0.0, 0.0]}),
+    split_gaps=False,
+    min_steps=0,
+    on_short="error",
+)
+@example(  # the float64 spacing above the largest position overflowed (numpy warned)
+    table=pd.DataFrame(
+        {"particle": [0, 0, 1], "frame": [0, 1, 0], "x": [0.0, 1.0, 1.7976931348623157e308]}
+    ),
+    split_gaps=False,
+    min_steps=0,
+    on_short="error",
+)
 @given(
     table=st.one_of(tracking_tables(), consecutive_tables()),
     split_gaps=st.booleans(),
-    min_steps=st.integers(1, 3),
+    min_steps=st.integers(0, 3),
     on_short=st.sampled_from(["error", "skip"]),
 )
 def test_any_tracking_table_reads_or_is_refused_with_a_minrep_error(
