@@ -14,6 +14,7 @@ import csv
 import ctypes
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
@@ -591,15 +592,21 @@ class _StopOnSignals:
         self.received: int | None = None
         self._previous: dict = {}
 
+    # Lightning's own line on SIGTERM ("[rank: 0] Received SIGTERM: 15"): train's error says it.
+    LOGGER = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
+
     def __enter__(self) -> _StopOnSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
+        self._level = self.LOGGER.level
+        self.LOGGER.setLevel(logging.WARNING)
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        self.LOGGER.setLevel(self._level)
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
