@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from typer.testing import CliRunner
 
 from minrep import datasets, io, processes, train
@@ -463,6 +464,74 @@ def test_sigterm_and_sigint_stop_training_non_zero_and_resume_goes_on(tiny, tmp_
         assert [int(r["epoch"]) for r in after] == list(range(1, done + 2))
         assert after[:done] == before  # resumed where it stopped
         assert (run / "model.safetensors").is_file() and result.history[-1]["epoch"] == done + 1
+
+
+class SignalSelf(Callback):
+    """Sends this process ``signals`` at the end of batch ``batch`` of epoch ``epoch`` (from
+    1), or in ``on_fit_start`` (while Lightning sets up) when ``epoch`` is 0; counts the
+    training batches that end after that."""
+
+    def __init__(self, signals, epoch, batch=0):
+        self.signals, self.epoch, self.batch = signals, epoch, batch
+        self.batches_after = 0  # training batches that ended after the signal
+
+    def _send(self):
+        for signum in self.signals:
+            os.kill(os.getpid(), signum)
+
+    def on_fit_start(self, trainer, module):
+        if self.epoch == 0:
+            self._send()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.signals and (trainer.current_epoch + 1, batch_idx) == (self.epoch, self.batch):
+            self._send()
+        elif self.signals and trainer.current_epoch + 1 >= self.epoch:
+            self.batches_after += 1
+
+
+@pytest.mark.parametrize(
+    ("signals", "epoch", "done"),
+    [
+        ([signal.SIGINT], 2, 1),  # in the middle of epoch 2: epoch 1 kept
+        ([signal.SIGTERM], 0, 0),  # while Lightning sets up (it clears its flag then)
+        ([signal.SIGTERM, signal.SIGTERM], 3, 2),  # twice: at once
+    ],
+    ids=["sigint-mid-epoch", "sigterm-in-setup", "sigterm-twice"],
+)
+def test_a_signal_in_process_stops_after_the_batch_in_flight(
+    tiny, tmp_path, monkeypatch, signals, epoch, done
+):
+    sender = SignalSelf(signals, epoch)
+    monkeypatch.setattr(train, "_progress_callbacks", lambda *args: [sender])
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    run = tmp_path / "run"
+    with pytest.raises(train.TrainingInterrupted) as stopped:
+        train.train(tiny, run, config(plan=Plan([Stage(5, 0.0)])), progress=False)
+    assert stopped.value.signum == signals[0] and stopped.value.exit_code == 128 + signals[0]
+    # Not one more batch; from the set-up, the first batch (the flag is read after a batch).
+    assert sender.batches_after == (1 if epoch == 0 else 0)
+    assert {s: signal.getsignal(s) for s in before} == before  # the handlers are restored
+    assert not (run / "model.safetensors").exists()
+    if done:
+        assert stopped.value.resumable and f"after epoch {done} " in str(stopped.value)
+        assert len(read_history(run)) == done
+        assert (
+            torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == done - 1
+        )
+    else:
+        assert not stopped.value.resumable and not (run / "checkpoints" / "last.ckpt").exists()
+        assert str(stopped.value) == (
+            f"training stopped by SIGTERM before its first epoch ended: nothing to resume; "
+            f"start again with: minrep train DATA -o {run}"
+        )
+    monkeypatch.setattr(train, "_progress_callbacks", lambda *args: [])
+    if done:
+        train.train(tiny, run, resume=True, progress=False)
+    else:
+        train.train(tiny, run, config(plan=Plan([Stage(5, 0.0)])), progress=False)
+    assert [int(r["epoch"]) for r in read_history(run)] == [1, 2, 3, 4, 5]
+    assert (run / "model.safetensors").is_file()
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ model at the end of each stage) and ``figures/``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import ctypes
 import dataclasses
@@ -21,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -572,9 +574,9 @@ class _Run:
     settings: dict  # config.json's training and data sections
 
 
-class _StopOnSignals:
-    """While a trainer fits, SIGINT and SIGTERM stop it after the batch in flight, and
-    :func:`train` raises :class:`TrainingInterrupted`.
+class _StopOnSignals(Callback):
+    """While a trainer fits (``with stopper.watching(trainer)``), SIGINT and SIGTERM stop it
+    after the batch in flight, and :func:`train` raises :class:`TrainingInterrupted`.
 
     Left to themselves, SIGINT raises KeyboardInterrupt wherever the step is (Lightning then
     exits with status 1) and SIGTERM makes Lightning raise its SIGTERMException, a SystemExit
@@ -583,41 +585,51 @@ class _StopOnSignals:
     batch and which data-parallel processes share; the checkpoint of the last finished epoch
     is kept (an epoch-end checkpoint in the making is finished: the flag is read only between
     batches). A second signal stops at once (KeyboardInterrupt). Only in the main thread,
-    where Python delivers signals."""
+    where Python delivers signals. As a callback, it raises the flag again once training
+    starts, for a signal received while Lightning was still setting up (it clears the flag
+    when it installs its own handler)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, trainer: pl.Trainer):
-        self.trainer = trainer
-        self.received: int | None = None
-        self._previous: dict = {}
-
     # Lightning's own line on SIGTERM ("[rank: 0] Received SIGTERM: 15"): train's error says it.
     LOGGER = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
 
-    def __enter__(self) -> _StopOnSignals:
+    def __init__(self):
+        self.received: int | None = None
+        self.trainer: pl.Trainer | None = None
+
+    @contextlib.contextmanager
+    def watching(self, trainer: pl.Trainer) -> Iterator[_StopOnSignals]:
+        self.trainer = trainer
+        previous = {}
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        self._level = self.LOGGER.level
+                previous[signum] = signal.signal(signum, self._handle)
+        level = self.LOGGER.level
         self.LOGGER.setLevel(logging.WARNING)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self.LOGGER.setLevel(self._level)
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.LOGGER.setLevel(level)
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
             raise KeyboardInterrupt  # asked twice: stop now
         self.received = signum
+        self._raise_flag()
+
+    def _raise_flag(self) -> None:
         # Lightning's flag (its SIGTERM handler sets it too): read after every batch. Where a
         # Lightning version has no such flag, stop at once as for a second signal.
         connector = getattr(self.trainer, "_signal_connector", None)
         if connector is None or not hasattr(connector, "received_sigterm"):
             raise KeyboardInterrupt
         connector.received_sigterm = True
+
+    def on_train_start(self, trainer: pl.Trainer, module: MinrepModule) -> None:
+        if self.received is not None:
+            self._raise_flag()
 
 
 def train(
@@ -646,12 +658,14 @@ def train(
     run = _prepare(data, Path(run_dir), config or TrainConfig(), model_config, resume, source)
     module = _build_module(run)
     run_files = RunDirectory(run.run_dir, run.settings, run.exact_nll)
-    trainer = _build_trainer(run, [run_files, *_progress_callbacks(progress, run_files)])
+    signals = _StopOnSignals()
+    callbacks = [run_files, signals, *_progress_callbacks(progress, run_files)]
+    trainer = _build_trainer(run, callbacks)
     loaders = [torch.utils.data.DataLoader(d, batch_size=None) for d in module.datasets]
     if find_lr:
         return _find_lr(trainer, module, loaders[0], run.run_dir)
     ckpt = run.run_dir / "checkpoints" / "last.ckpt" if run.resuming else None
-    with _StopOnSignals(trainer) as signals:
+    with signals.watching(trainer):
         try:
             trainer.fit(module, *loaders, ckpt_path=ckpt, weights_only=True)
         except SystemExit:  # Lightning's SIGTERMException, or its exit after a second signal
