@@ -450,7 +450,7 @@ def test_sigterm_and_sigint_stop_training_non_zero_and_resume_goes_on(tiny, tmp_
         done = len(read_history(run))
         assert 1 <= done < 60
         assert err.strip().splitlines()[-1] == (
-            f"error: training stopped by {signum.name} after epoch {done} (the epoch in "
+            f"error: training stopped by {signum.name} after epoch {done} (any epoch in "
             f"progress is dropped; {run / 'checkpoints' / 'last.ckpt'} is kept); continue "
             f"with: minrep train {path} -o {run} --resume"
         )

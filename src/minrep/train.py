@@ -687,7 +687,7 @@ def _interrupted(run: _Run, signum: int, rows: list[dict]) -> TrainingInterrupte
     data = source if source != "data" else "DATA"
     if (run.run_dir / "checkpoints" / "last.ckpt").is_file() and rows:
         message = (
-            f"training stopped by {name} after epoch {rows[-1]['epoch']} (the epoch in "
+            f"training stopped by {name} after epoch {rows[-1]['epoch']} (any epoch in "
             f"progress is dropped; {run.run_dir / 'checkpoints' / 'last.ckpt'} is kept); "
             f"continue with: minrep train {data} -o {run.run_dir} --resume"
         )
