@@ -404,31 +404,19 @@ def test_a_killed_run_resumes_losing_at_most_one_epoch(tmp_path):
     assert after[: done - 1] == before[: done - 1]
 
 
-INTERRUPTIBLE_PROGRAM = """
-import sys
-from minrep import train
-from minrep.schedule import Plan, Stage
-try:
-    config = train.TrainConfig(batch_size=32, plan=Plan([Stage(60, 0.0)]))
-    train.train(sys.argv[1], sys.argv[2], config, progress=False)
-except train.TrainingInterrupted as err:  # what the minrep train command does with it
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(err.exit_code)
-"""
-
-
 def test_sigterm_and_sigint_stop_training_non_zero_and_resume_goes_on(tiny, tmp_path):
     """What a batch scheduler (SIGTERM) or Ctrl+C (SIGINT) does to a training: it stops after
     the batch in flight with 128 + the signal (it exited 0 on SIGTERM, without a model), one
     line saying how to resume, the last finished epoch's checkpoint kept and no final model;
-    --resume goes on from there. Both runs at once, each in its own process."""
+    --resume goes on from there. ``minrep train``, both runs at once, each in its own
+    process."""
     path = io.save_npz(tiny, tmp_path / "tiny.npz")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs, processes_ = {}, {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         runs[signum] = tmp_path / signum.name
         processes_[signum] = subprocess.Popen(
-            [sys.executable, "-c", INTERRUPTIBLE_PROGRAM, str(path), str(runs[signum])],
+            train_command(path, runs[signum], "--batch-size", "32"),  # quick: 28 epochs
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -448,7 +436,7 @@ def test_sigterm_and_sigint_stop_training_non_zero_and_resume_goes_on(tiny, tmp_
         run = runs[signum]
         assert process.returncode == 128 + signum, err[-3000:]  # 143 and 130
         done = len(read_history(run))
-        assert 1 <= done < 60
+        assert 1 <= done < PRESETS["quick"].epochs
         assert err.strip().splitlines()[-1] == (
             f"error: training stopped by {signum.name} after epoch {done} (any epoch in "
             f"progress is dropped; {run / 'checkpoints' / 'last.ckpt'} is kept); continue "
