@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -313,3 +314,28 @@ def test_check_output_accepts_what_it_can_write(tmp_path):
     with pytest.raises(OutputError, match="is also the input"):
         same = tmp_path / ".." / tmp_path.name / existing.name  # another spelling of it
         check_output(existing, (".npz",), inputs=(None, same))
+
+
+def test_warnings_are_one_line(tmp_path):
+    # A track that never moves is worth a warning, printed as one line without Python's
+    # file:line prefix (in a subprocess: pytest captures warnings itself).
+    frames = np.arange(40)
+    moving = np.cumsum(np.random.default_rng(0).normal(0, 0.1, 40))
+    table = pd.DataFrame(
+        {
+            "particle": np.repeat([1, 2], 40),
+            "frame": np.tile(frames, 2),
+            "x": np.concatenate([moving, np.full(40, 3.0)]),
+        }
+    )
+    table.to_csv(tmp_path / "tracks.csv", index=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "minrep", "encode", "bm", str(tmp_path / "tracks.csv")]
+        + ["-o", str(tmp_path / "latents.csv")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if "particle 2" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: "), out.stderr
+    assert "UserWarning" not in out.stderr

@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -60,13 +61,18 @@ app = typer.Typer(
 )
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 @contextlib.contextmanager
 def _user_errors(**options: str) -> Iterator[None]:
     """Print a bad-input error as one line on stderr (exit code 2, or the error's own
     ``exit_code``), not a traceback; an operating-system error (a full disk, a file that
     vanished) as one line too (exit code 1). ``options`` maps a dataset field to the option
     it came from (``alpha="--alpha"``), so that a :class:`minrep.datasets.GridError` names
-    the option."""
+    the option. Warnings print as one line too (``warning: ...``)."""
+    warnings.formatwarning = _one_line_warning
     try:
         yield
     except datasets.GridError as err:
@@ -694,7 +700,7 @@ def encode(
                 f"trained on dim {vae.config.dim}"
             )
         if vae.config.dim == 1 and data.dim > 1:
-            latents = encode_axes(vae, data, progress=True)
+            latents = encode_axes(vae, data, progress=True, source=str(trajectories))
             agree = latents["axes_agree"]
             typer.echo(
                 f"The model is 1D and the tracks are {data.dim}D: each axis was encoded as its "
@@ -703,7 +709,7 @@ def encode(
                 "(NaN where they disagree: anisotropic or correlated motion?)."
             )
         else:
-            latents = encode_all(vae, data, progress=True)
+            latents = encode_all(vae, data, progress=True, source=str(trajectories))
         save_latents(latents, data, output)
     typer.echo(f"{len(data)} trajectories encoded ({vae.config.latent_dim} latents) -> {output}")
 
