@@ -9,6 +9,7 @@ wall time. Writes docs/results/paper_network_comparison_<variant>.json.
 ``published``: ModelConfig.published() (f sigmoid(g), scaled residual and skip sums, bias-free
 conditioning, the published last-layer initialisation). ``tanh-unscaled``: what
 ``--paper-network`` trained before (tanh(f) sigmoid(g), no scalings, minrep's initialisation).
+``scale-equivariant``: minrep's default network, for reference.
 """
 
 import json
@@ -23,6 +24,7 @@ from minrep.train import TrainConfig, keep_freed_memory, train
 VARIANTS = {
     "published": ModelConfig.published(),
     "tanh-unscaled": ModelConfig(scale_equivariant=False),
+    "scale-equivariant": ModelConfig(scale_equivariant=True),  # minrep's network, for reference
 }
 
 

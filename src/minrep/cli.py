@@ -310,14 +310,13 @@ def simulate(
         alpha_values = parse_values(alpha, option="--alpha")
         d_values = parse_values(D, log=True, option="--D")
         check_output(output, (".npz",))
-        grid = datasets.preset_grid(
-            process,
-            preset,
-            alpha=alpha_values,
-            D=d_values,
-            n_per_cell=n_per_cell,
-            n_positions=length,
-        )
+        overrides = {
+            "alpha": alpha_values,
+            "D": d_values,
+            "n_per_cell": n_per_cell,
+            "n_positions": length,
+        }
+        grid = datasets.preset_grid(process, preset, **overrides)
         if dim < 1:
             raise OptionError(f"--dim must be >= 1, got {dim}")
         asked = " ".join(
@@ -330,10 +329,7 @@ def simulate(
         data = datasets.make_dataset(
             process,
             preset,
-            alpha=alpha_values,
-            D=d_values,
-            n_per_cell=n_per_cell,
-            n_positions=length,
+            **overrides,
             dim=dim,
             seed=seed,
             backend=backend,
