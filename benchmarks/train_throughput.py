@@ -6,7 +6,9 @@ Each configuration runs in a fresh process (the allocator setting cannot be undo
 ``--rounds`` times; the medians and their ratios to the first (the paper's network as a plain
 PyTorch loop would run it) are reported, since this machine is shared and noisy:
 
-- ``paper_network``: the paper's parameterisation, 1 process x 2 threads, default allocator;
+- ``paper_network``: the network of the paper's published code (``ModelConfig.published()``;
+  results before 2026-11-27 used minrep's former stand-in, tanh gate without the scalings),
+  1 process x 2 threads, default allocator;
 - ``minrep_default_allocator``: minrep's network, 1 process x 2 threads, default allocator;
 - ``minrep``: the same with :func:`minrep.train.keep_freed_memory` (what ``minrep train`` does);
 - ``minrep_ddp``: 2 processes x 1 thread, 128 trajectories each, gradients averaged (gloo), as
@@ -52,7 +54,7 @@ def batch_of_trajectories() -> torch.Tensor:
 
 def model_config(name: str, batch: torch.Tensor) -> ModelConfig:
     if name == "paper_network":
-        return ModelConfig(scale_equivariant=False)
+        return ModelConfig.published()
     log_scale = float(torch.log(batch.pow(2).mean(dim=(1, 2)).sqrt()).mean())
     return ModelConfig(scale_equivariant=True, log_scale_mean=log_scale)
 
