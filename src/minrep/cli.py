@@ -529,30 +529,13 @@ def train(
     """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
     from minrep import checkpoint
     from minrep.model import ModelConfig
-    from minrep.schedule import PRESETS
     from minrep.train import TrainConfig, keep_freed_memory
     from minrep.train import train as train_model
 
     with _user_errors():
         # Every option first, then the run directory, then the data: nothing is written, and
         # no data read, for a setting that cannot work.
-        _at_least("--batch-size", batch_size, 1)
-        _at_least("--max-epochs", max_epochs, 1)
-        _at_least("--latent-dim", latent_dim, 1)
-        _check_seed(seed)
-        if lr is not None and not (math.isfinite(lr) and lr > 0):
-            raise OptionError(f"--lr must be a finite number > 0, got {lr}")
-        if plan is not None and _given(ctx, "preset"):
-            raise OptionError("give --preset or --plan, not both")
-        if plan is None and preset not in PRESETS:
-            raise OptionError(
-                f"--preset {preset!r}: choose one of {', '.join(sorted(PRESETS))} (or --plan)"
-            )
-        if init is not None and (_given(ctx, "latent_dim") or _given(ctx, "paper_network")):
-            raise OptionError(
-                "--latent-dim and --paper-network build a new network; --init starts from "
-                "the network of the model given"
-            )
+        _check_train_options(ctx, batch_size, max_epochs, latent_dim, seed, lr, preset, plan, init)
         device_count = _check_hardware(accelerator, devices, num_nodes)
         check_output(output, kind="directory")
         custom = _read_plan(plan) if plan is not None else None
@@ -564,7 +547,7 @@ def train(
         _check_input(data)
         trajectories = io.load_npz(data)
         config = None
-        if init is None:
+        if init is None:  # a new network: minrep's (scale-equivariant) or the paper's
             sizes = {"dim": trajectories.dim, "latent_dim": latent_dim}
             if paper_network:
                 config = ModelConfig.published(**sizes)
@@ -598,17 +581,44 @@ def train(
             find_lr=find_lr,
             source=str(data),  # errors and config.json name the file
         )
+    _report_training(result, output, find_lr)
+
+
+def _report_training(result, output: Path, find_lr: bool) -> None:
+    """One line: the learning-rate finder's suggestion, or where the run ended."""
     if find_lr:
         typer.echo(
             f"suggested learning rate: {result.history[0]['lr_suggestion']:.3g} "
             f"(plot: {output / 'figures' / 'lr_find.png'})"
         )
-        return
-    if result.history and result.primary:
+    elif result.history and result.primary:
         last = result.history[-1]
         typer.echo(
             f"epoch {last['epoch']}: held-out NLL {last['val_nll']:.4f} (exact "
             f"{last['val_exact_nll']:.4f}), surviving latents [{last['surviving']}] -> {output}"
+        )
+
+
+def _check_train_options(ctx, batch_size, max_epochs, latent_dim, seed, lr, preset, plan, init):
+    """The numbers and combinations of train's options, before anything is read or written."""
+    from minrep.schedule import PRESETS
+
+    _at_least("--batch-size", batch_size, 1)
+    _at_least("--max-epochs", max_epochs, 1)
+    _at_least("--latent-dim", latent_dim, 1)
+    _check_seed(seed)
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise OptionError(f"--lr must be a finite number > 0, got {lr}")
+    if plan is not None and _given(ctx, "preset"):
+        raise OptionError("give --preset or --plan, not both")
+    if plan is None and preset not in PRESETS:
+        raise OptionError(
+            f"--preset {preset!r}: choose one of {', '.join(sorted(PRESETS))} (or --plan)"
+        )
+    if init is not None and (_given(ctx, "latent_dim") or _given(ctx, "paper_network")):
+        raise OptionError(
+            "--latent-dim and --paper-network build a new network; --init starts from "
+            "the network of the model given"
         )
 
 
@@ -744,72 +754,22 @@ def generate(
     """Generate trajectories from latent values, from encoded trajectories, or a latent sweep."""
     from minrep import checkpoint
     from minrep import generate as gen
-    from minrep.encode import encode as encode_all
 
     with _user_errors():
-        chosen = [
-            name
-            for name, value in (("--z", z), ("--from", from_file), ("--sweep", sweep))
-            if value is not None
-        ]
-        if len(chosen) != 1:
-            raise gen.GenerationError("give exactly one of --z, --from and --sweep")
-        if length < 2:
-            raise gen.GenerationError(f"--length (positions T) must be >= 2, got {length}")
-        _at_least("--n", n, 1)
-        _at_least("--n-per-value", n_per_value, 1)
-        _at_least("--batch-size", batch_size, 1)
-        _check_seed(seed)
-        if n_per_value is not None and sweep is None:
-            raise OptionError("--n-per-value is for --sweep (with --z and --from: --n)")
-        if context not in ("zeros", "start") or (context == "start" and from_file is None):
-            raise gen.GenerationError("--context is zeros, or start together with --from")
+        source = _check_generate_options(
+            z, from_file, sweep, n, n_per_value, length, context, seed, batch_size
+        )
         values = parse_latent_values(z) if z is not None else None
-        index, sweep_values = parse_sweep(sweep) if sweep is not None else (None, None)
+        swept = parse_sweep(sweep) if sweep is not None else None
         _check_input(from_file, "--from")
         check_output(output, (".npz",), inputs=(from_file,))
         vae = checkpoint.load_model(model)
-        latent_dim = vae.config.latent_dim
-        for option, chosen_index in [("--z", i) for i in values or ()] + [("--sweep", index)]:
-            if chosen_index is not None and not 0 <= chosen_index < latent_dim:
-                raise OptionError(
-                    f"{option}: latent index {chosen_index} is out of range: model {model} has "
-                    f"{latent_dim} latents (0..{latent_dim - 1})"
-                )
+        _check_latent_indices(vae, model, values, swept)
         if seed is None:  # fresh randomness, recorded so that the file can be reproduced
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        labels: dict[str, np.ndarray] = {}
-        starts = None
-        if values is not None:
-            rows = n
-        elif sweep is not None:
-            rows = len(sweep_values) * (n_per_value or n)
-        else:
-            data = _nonempty(io.load(from_file, min_steps=vae.config.min_steps), from_file)
-            if data.dim != vae.config.dim:
-                raise io.TrajectoryFileError(
-                    f"{from_file}: the trajectories have dim {data.dim}; model {model} was "
-                    f"trained on dim {vae.config.dim}"
-                )
-            rows = len(data) * n
-        asked = {"--n": n, "--n-per-value": n_per_value, "--length": length}
-        _check_size(
-            rows * vae.config.dim * (length - 1),
-            4,
-            " ".join(f"{k} {v}" for k, v in asked.items() if v is not None)
-            + f": {rows} trajectories of T = {length}",
+        latents, labels, starts = _generation_latents(
+            vae, model, values, swept, from_file, n, n_per_value, context, length
         )
-        if values is not None:
-            latents = gen.latents_with_values(vae, values, n)
-        elif sweep is not None:
-            latents = gen.sweep_latents(vae, index, sweep_values, n_per_value or n)
-            labels["sweep_latent"] = np.full(len(latents), index)
-        else:
-            latents = np.repeat(encode_all(vae, data)["mu"], n, axis=0)
-            labels.update({k: np.repeat(v, n) for k, v in data.labels.items()})
-            if context == "start":
-                rf = vae.receptive_field
-                starts = np.repeat(data.displacements[:, :, :rf], n, axis=0)
         displacements = gen.generate_many(
             vae,
             latents,
@@ -819,23 +779,99 @@ def generate(
             batch_size=batch_size,
             progress=True,
         )
-        result = gen.generated_set(
-            displacements,
-            latents,
-            {
-                "generator": "minrep generate",
-                "model": str(model),
-                "seed": seed,
-                "context": context,
-                "source": chosen[0],
-            },
-        )
-        result.labels.update(labels)
+        meta = {
+            "generator": "minrep generate",
+            "model": str(model),
+            "seed": seed,
+            "context": context,
+            "source": source,
+        }
+        result = gen.generated_set(displacements, latents, meta, labels)
         io.save_npz(result, output)
     typer.echo(
         f"{len(result)} trajectories of T = {length} positions ({length - 1} displacements), "
         f"seed {seed} -> {output}"
     )
+
+
+def _check_generate_options(
+    z, from_file, sweep, n, n_per_value, length, context, seed, batch_size
+) -> str:
+    """Check generate's options before any work; returns the option that gives the latents."""
+    from minrep.generate import GenerationError
+
+    chosen = [
+        name
+        for name, value in (("--z", z), ("--from", from_file), ("--sweep", sweep))
+        if value is not None
+    ]
+    if len(chosen) != 1:
+        raise GenerationError("give exactly one of --z, --from and --sweep")
+    if length < 2:
+        raise GenerationError(f"--length (positions T) must be >= 2, got {length}")
+    _at_least("--n", n, 1)
+    _at_least("--n-per-value", n_per_value, 1)
+    _at_least("--batch-size", batch_size, 1)
+    _check_seed(seed)
+    if n_per_value is not None and sweep is None:
+        raise OptionError("--n-per-value is for --sweep (with --z and --from: --n)")
+    if context not in ("zeros", "start") or (context == "start" and from_file is None):
+        raise GenerationError("--context is zeros, or start together with --from")
+    return chosen[0]
+
+
+def _check_latent_indices(vae, model: str, values: dict | None, swept) -> None:
+    """Every latent index of --z and --sweep exists in the model."""
+    latent_dim = vae.config.latent_dim
+    indices = [("--z", i) for i in values or ()]
+    if swept is not None:
+        indices.append(("--sweep", swept[0]))
+    for option, index in indices:
+        if not 0 <= index < latent_dim:
+            raise OptionError(
+                f"{option}: latent index {index} is out of range: model {model} has "
+                f"{latent_dim} latents (0..{latent_dim - 1})"
+            )
+
+
+def _generation_latents(vae, model, values, swept, from_file, n, n_per_value, context, length):
+    """The latent rows to generate from (given values, a sweep, or the encoded trajectories of
+    --from), their labels, and the context of each row (None: zeros); refuses a request that
+    would not fit in memory before encoding anything."""
+    from minrep import generate as gen
+    from minrep.encode import encode as encode_all
+
+    data = None
+    if values is not None:
+        rows = n
+    elif swept is not None:
+        rows = len(swept[1]) * (n_per_value or n)
+    else:
+        data = _nonempty(io.load(from_file, min_steps=vae.config.min_steps), from_file)
+        if data.dim != vae.config.dim:
+            raise io.TrajectoryFileError(
+                f"{from_file}: the trajectories have dim {data.dim}; model {model} was "
+                f"trained on dim {vae.config.dim}"
+            )
+        rows = len(data) * n
+    asked = {"--n": n, "--n-per-value": n_per_value, "--length": length}
+    _check_size(
+        rows * vae.config.dim * (length - 1),
+        4,
+        " ".join(f"{k} {v}" for k, v in asked.items() if v is not None)
+        + f": {rows} trajectories of T = {length}",
+    )
+    if values is not None:
+        return gen.latents_with_values(vae, values, n), {}, None
+    if swept is not None:
+        latents = gen.sweep_latents(vae, swept[0], swept[1], n_per_value or n)
+        return latents, {"sweep_latent": np.full(len(latents), swept[0])}, None
+    latents = np.repeat(encode_all(vae, data, source=str(from_file))["mu"], n, axis=0)
+    labels = {k: np.repeat(v, n) for k, v in data.labels.items()}
+    starts = None
+    if context == "start":
+        starts = np.repeat(data.displacements[:, :, : vae.receptive_field], n, axis=0)
+    return latents, labels, starts
 
 
 @app.command()
