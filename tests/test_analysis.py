@@ -12,6 +12,7 @@ from known_models import known_law_model
 from minrep import analysis, datasets, io, processes
 from minrep.checkpoint import save_model
 from minrep.cli import app
+from minrep.dimension import SNR_FACTOR, LatentMoments, effective_dimension
 from minrep.model import VAE, ModelConfig
 from minrep.plots import write_report
 
@@ -36,6 +37,129 @@ def test_latent_statistics_kl_formula_and_survivors():
     assert stats["kl_per_latent"][1] == 0.0
     assert stats["surviving"] == [0]
     assert stats["mean_logvar"][0] == pytest.approx(2 * np.log(0.1))
+
+
+# -- the effective dimension, on hand-made posteriors of known dimension -------------------
+
+N_CODES = 5000
+SIGNAL_NOISE = 0.1**2  # posterior variance of an informative latent (SNR 100 for unit signal)
+
+
+def _two_informative(rng):
+    """Latents 0 and 1: independent unit-variance signals, posterior variance 0.01; latents
+    2-5 collapsed (mu about 0, logvar about 0)."""
+    mu = np.zeros((N_CODES, 6))
+    logvar = np.zeros((N_CODES, 6))
+    mu[:, :2] = rng.standard_normal((N_CODES, 2))
+    logvar[:, :2] = np.log(SIGNAL_NOISE)
+    mu[:, 2:] = 0.03 * rng.standard_normal((N_CODES, 4))
+    logvar[:, 2:] = 0.01 * rng.standard_normal((N_CODES, 4))
+    return mu, logvar
+
+
+def test_two_informative_latents_and_four_collapsed_span_two_dimensions():
+    mu, logvar = _two_informative(np.random.default_rng(0))
+    found = effective_dimension(mu, logvar)
+    assert found.dimension == 2 and found.surviving == [0, 1]
+    assert found.snr == sorted(found.snr, reverse=True) and len(found.snr) == 6
+    # Unit signal against 0.01 of noise: SNR 100 (sample variance within a few per cent).
+    assert found.snr[:2] == pytest.approx([100, 100], rel=0.1)
+    assert found.signal[:2] == pytest.approx([1, 1], rel=0.1)
+    assert found.noise[:2] == pytest.approx([SIGNAL_NOISE] * 2, rel=1e-3)
+    assert max(found.snr[2:]) < 0.01  # collapsed: 0.03^2 of scatter against a noise of 1
+    assert found.redundant == [] and found.noisy == [] and found.message() is None
+
+
+def test_noisy_copies_of_one_signal_are_one_dimension_and_reported_redundant():
+    rng = np.random.default_rng(1)
+    mu, logvar = _two_informative(rng)
+    # Latent 4 copies latent 0 (scaled, with its own scatter well below its noise): it
+    # survives (KL about 2 nat) but adds no direction.
+    mu[:, 4] = -0.8 * mu[:, 0] + 0.02 * rng.standard_normal(N_CODES)
+    logvar[:, 4] = np.log(SIGNAL_NOISE)
+    found = effective_dimension(mu, logvar)
+    assert found.surviving == [0, 1, 4]
+    assert found.dimension == 2
+    assert found.redundant == [[0, 4]] and found.redundant_latents == [0, 4]
+    assert found.noisy == []
+    assert found.message().startswith(
+        "3 latents carry information; they span 2 dimensions: latents 0 and 4 are redundant; "
+        "a longer final stage"
+    )
+    # The copy's direction holds both latents' signal: SNR (1 + 0.64) / 0.01.
+    assert found.snr[0] == pytest.approx(164, rel=0.1)
+    assert found.snr[2] < 1
+
+
+def test_means_scattered_within_the_posterior_noise_span_no_dimension():
+    rng = np.random.default_rng(2)
+    # Every latent survives (its posterior is narrow: KL about 1.8 nat), but the means
+    # scatter with a variance (0.1^2) equal to the posterior noise: SNR about 1 < 10.
+    mu = 0.1 * rng.standard_normal((N_CODES, 6))
+    logvar = np.full((N_CODES, 6), np.log(SIGNAL_NOISE))
+    found = effective_dimension(mu, logvar)
+    assert found.surviving == [0, 1, 2, 3, 4, 5]
+    assert found.dimension == 0
+    assert max(found.snr) == pytest.approx(1, abs=0.2)
+    assert found.noisy == [0, 1, 2, 3, 4, 5] and found.redundant == []
+    assert "6 latents carry information; they span 0 dimensions" in found.message()
+
+
+def test_a_rotation_of_two_signals_over_six_latents_spans_two_dimensions():
+    rng = np.random.default_rng(3)
+    mu, logvar = _two_informative(rng)
+    rotation, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    # The two signals spread over all six latents; each latent's posterior variance 0.01.
+    signal = np.zeros((N_CODES, 6))
+    signal[:, :2] = mu[:, :2]
+    rotated = signal @ rotation.T
+    noise = np.full((N_CODES, 6), np.log(SIGNAL_NOISE))
+    found = effective_dimension(rotated, noise)
+    unrotated = effective_dimension(signal, noise)
+    assert found.dimension == unrotated.dimension == 2
+    # The SNRs do not depend on the basis when the noise is isotropic.
+    assert found.snr == pytest.approx(unrotated.snr, rel=1e-6, abs=1e-9)
+    # Every latent that survives loads on one of the two directions; the directions are
+    # shared, so more than two surviving latents are redundant copies.
+    assert len(found.surviving) > 2
+    assert sorted(found.redundant_latents + found.noisy) == found.surviving
+    assert len(found.redundant) <= 2
+
+
+def test_the_moments_form_adds_up_and_equals_the_direct_form():
+    rng = np.random.default_rng(4)
+    mu, logvar = _two_informative(rng)
+    mu[:, 4] = mu[:, 0] + 0.02 * rng.standard_normal(N_CODES)
+    logvar[:, 4] = np.log(SIGNAL_NOISE)
+    direct = effective_dimension(mu, logvar)
+    # In three uneven batches, through the flat vector a training loop reduces.
+    parts = [LatentMoments.of(mu[a:b], logvar[a:b]) for a, b in ((0, 7), (7, 3000), (3000, None))]
+    total = parts[0] + parts[1] + parts[2]
+    total = LatentMoments.from_vector(total.to_vector())
+    assert len(total.to_vector()) == LatentMoments.size(6)
+    assert total.count == N_CODES
+    np.testing.assert_allclose(total.signal(), np.cov(mu.T, bias=True), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(total.noise(), np.exp(logvar).mean(0), rtol=1e-12)
+    stats = analysis.latent_statistics(mu, logvar)
+    np.testing.assert_allclose(total.kl_per_latent(), stats["kl_per_latent"], rtol=1e-6)
+    from_moments = analysis.effective_dimension_of_moments(total)
+    assert from_moments.dimension == direct.dimension == 2
+    assert from_moments.snr == pytest.approx(direct.snr, rel=1e-9, abs=1e-12)
+    assert from_moments.redundant == direct.redundant == [[0, 4]]
+    assert from_moments.surviving == direct.surviving == stats["surviving"]
+
+
+def test_the_factor_separates_the_directions_of_a_measured_redundant_model():
+    """Issue 15's seed-7 FBM model: signal variances 3.16 and 0.71 against a noise of 0.02
+    (its two parameters), then 0.10 against 0.66 and 0.05 against 0.02."""
+    rng = np.random.default_rng(5)
+    signal = np.array([3.16, 0.71, 0.10, 0.05])
+    noise = np.array([0.02, 0.02, 0.66, 0.02])
+    assert (signal / noise > SNR_FACTOR).tolist() == [True, True, False, False]
+    mu = rng.standard_normal((N_CODES, 4)) * np.sqrt(signal)
+    logvar = np.broadcast_to(np.log(noise), mu.shape)
+    found = effective_dimension(mu, logvar)
+    assert found.dimension == 2
 
 
 def test_readout_r2_perfect_code_and_noise():
@@ -175,6 +299,8 @@ def test_generated_statistics_of_a_known_law():
 REQUIRED_METRICS = (
     "surviving_latents",
     "kl_per_latent",
+    "effective_dimension",
+    "effective_dimension_snr",
     "r2_alpha",
     "r2_log10_D",
     "mig",
@@ -215,7 +341,8 @@ def test_the_report_holds_its_figures_and_metrics(tmp_path):
         assert key in metrics, key
     assert f"{metrics['nll_gap']:.4g}" in text
     # Each kind of number stands beside its yardstick.
-    for kind in ("kl_per_latent", "r2", "nll_gap", "mig", "dci", "alpha_g_error"):
+    kinds = ("kl_per_latent", "effective_dimension", "r2", "nll_gap", "mig", "dci")
+    for kind in (*kinds, "alpha_g_error"):
         assert html.escape(analysis.YARDSTICKS[kind]) in text, kind
     assert metrics["training_range_recorded"] is False and "assumed" in text
     # The best possible estimate sees SBM's ageing, which the TA-MSD fit ignores (measured

@@ -11,6 +11,12 @@ import numpy as np
 import torch
 
 from minrep import datasets, io, processes, stats
+from minrep.dimension import (  # noqa: F401  (effective_dimension_of_moments: re-exported)
+    SNR_FACTOR,
+    EffectiveDimension,
+    effective_dimension,
+    effective_dimension_of_moments,
+)
 from minrep.encode import encode
 from minrep.generate import generate_many
 from minrep.model import VAE, kl_to_prior, surviving
@@ -268,6 +274,12 @@ YARDSTICKS = {
     "log10_D_g_error": "mean |log10 D of a generated trajectory - log10 D of its input's "
     "label|; exact BM of the training length reaches about 0.025 (the spread of its own "
     "mean squared displacement)",
+    "effective_dimension": "the number of directions of latent space along which the posterior "
+    f"means vary more than {SNR_FACTOR:g} times the posterior noise (signal-to-noise ratios, "
+    "listed largest first; more than 1.2 nat each): the number "
+    "of parameters the representation carries whatever the number of surviving latents; more "
+    "surviving latents than this means redundant copies, fewer than the process's parameters "
+    "a lost one",
     "extrapolation": "mean |error| of log10 D outside the training range of D by a linear "
     "readout fitted inside, next to the TA-MSD fit: close to it when the latent extrapolates",
 }
@@ -281,8 +293,9 @@ YARDSTICKS = {
 @dataclass
 class LatentPhase:
     """The encoded test set: posterior means of every trajectory and, over the trajectories
-    judged (``mask``), the statistics of :func:`latent_statistics`; ``kl_whole_set`` over all
-    of them (outside the training range a collapsed latent can wake up: extrapolation)."""
+    judged (``mask``), the statistics of :func:`latent_statistics` and the effective dimension
+    (:func:`minrep.dimension.effective_dimension`); ``kl_whole_set`` over all of them (outside
+    the training range a collapsed latent can wake up: extrapolation)."""
 
     alpha: np.ndarray  # (n,) labels
     D: np.ndarray  # (n,)
@@ -293,10 +306,21 @@ class LatentPhase:
     var_mu: np.ndarray
     mean_logvar: np.ndarray
     kl_whole_set: np.ndarray
+    dimension: EffectiveDimension | None = None
 
     def metrics(self) -> dict:
+        extra = {}
+        if self.dimension is not None:
+            extra = {
+                "effective_dimension": self.dimension.dimension,
+                "effective_dimension_snr": self.dimension.snr,
+                "effective_dimension_redundant": self.dimension.redundant,
+            }
+            if self.dimension.message() is not None:
+                extra["effective_dimension_note"] = self.dimension.message()
         return {
             "surviving_latents": self.surviving,
+            **extra,
             "kl_per_latent": self.kl_per_latent.tolist(),
             "var_mu": self.var_mu.tolist(),
             "mean_logvar": self.mean_logvar.tolist(),
@@ -319,6 +343,7 @@ def latent_phase(model: VAE, data: io.Trajectories, mask: np.ndarray, progress=F
         var_mu=judged["var_mu"],
         mean_logvar=judged["mean_logvar"],
         kl_whole_set=latent_statistics(mu, logvar)["kl_per_latent"],
+        dimension=effective_dimension(mu[mask], logvar[mask], judged["surviving"]),
     )
 
 

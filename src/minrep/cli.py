@@ -956,6 +956,8 @@ def _print_metrics(metrics: dict) -> None:
 
     for line in metric_lines(metrics):
         typer.echo(line)
+    if "effective_dimension_note" in metrics:  # more latents survive than the dimension
+        typer.echo(metrics["effective_dimension_note"])
 
 
 @app.command()

@@ -64,7 +64,7 @@ def _value(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {_value(v)}" for k, v in value.items())
     if isinstance(value, list) and value and isinstance(value[0], float):
-        return ", ".join(f"{v:.2g}" for v in value)
+        return ", ".join(f"{v:.2g}" if abs(v) < 100 else f"{v:.0f}" for v in value)
     return str(value)
 
 
@@ -75,6 +75,8 @@ def metric_lines(metrics: dict, keys=None) -> list[str]:
     keys = keys or (
         "surviving_latents",
         "kl_per_latent",
+        "effective_dimension",
+        "effective_dimension_snr",
         "r2_alpha",
         "tamsd_r2_alpha",
         "bayes_r2_alpha",
@@ -93,6 +95,7 @@ def metric_lines(metrics: dict, keys=None) -> list[str]:
         "surviving_latents": "kl_per_latent",
         "nll_mean": "nll_gap",
         "exact_nll_mean": "nll_gap",
+        "effective_dimension_snr": "effective_dimension",
     }
     rows = []  # (name, value, yardstick kind)
     for key in keys:
@@ -172,6 +175,10 @@ def run_demo(
     )
     for line in explain("kl_per_latent"):
         echo(line)
+    for line in metric_lines(m, ("effective_dimension", "effective_dimension_snr")):
+        echo(line)
+    if "effective_dimension_note" in m:
+        echo(m["effective_dimension_note"])
     echo(
         f"{'':>10}  {'latent readout R^2':>18}  {'TA-MSD fit R^2':>14}  {'best possible R^2':>17}"
         "   (inside the training range; best: Bayes, exact likelihood)"

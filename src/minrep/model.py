@@ -34,10 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LOG_2PI = math.log(2 * math.pi)
+from minrep.dimension import SURVIVAL_KL  # re-exported: defined there, without torch
 
-SURVIVAL_KL = 0.1
-"""A latent survives when its mean KL to the prior on held-out data exceeds this (nat)."""
+LOG_2PI = math.log(2 * math.pi)
 
 
 def kl_to_prior(mu: Tensor, logvar: Tensor) -> Tensor:

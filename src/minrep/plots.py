@@ -425,6 +425,17 @@ def _latent_rows(m: dict) -> list[tuple]:
                 f", Var(mu) {m['var_mu'][i]:.3g}, mean log sigma^2 {m['mean_logvar'][i]:.3g}",
             )
         )
+    if "effective_dimension" in m:
+        snr = ", ".join(f"{v:.3g}" for v in m["effective_dimension_snr"])
+        note = m.get("effective_dimension_note")
+        rows.append(
+            (
+                "effective dimension",
+                f"{m['effective_dimension']} (signal-to-noise ratios of the principal "
+                f"directions: {snr})" + (f". {note}" if note else ""),
+                YARDSTICKS["effective_dimension"],
+            )
+        )
     return rows
 
 
