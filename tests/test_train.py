@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from minrep import datasets, io, processes, train
 from minrep.checkpoint import PRETRAINED, load_model, read_config
 from minrep.cli import app
+from minrep.dimension import EffectiveDimension, effective_dimension
 from minrep.encode import EncodingError
 from minrep.model import SURVIVAL_KL, VAE, ModelConfig
 from minrep.schedule import PRESETS, Plan, Stage
@@ -194,6 +195,16 @@ def test_training_writes_the_run_directory(tiny, tmp_path):
     assert float(history[-1]["val_kl"]) == pytest.approx(sum(kl), rel=1e-6)
     survivors = [i for i, v in enumerate(kl) if v > SURVIVAL_KL]
     assert history[-1]["surviving"] == " ".join(map(str, survivors))
+    # The effective dimension of every epoch, from the moments summed over the validation
+    # batches: the last equals that of the final model's held-out posteriors, computed directly.
+    assert all(r["effective_dimension"].isdigit() for r in history)
+    displacements = torch.from_numpy(_val_arrays(tiny)[0])
+    with torch.no_grad():
+        out = result.model(displacements, sample=False)
+    direct = effective_dimension(out["mu"].numpy(), out["logvar"].numpy(), survivors)
+    assert int(history[-1]["effective_dimension"]) == direct.dimension
+    assert result.dimension.snr == pytest.approx(direct.snr, rel=1e-4, abs=1e-6)
+    assert history[-1]["redundant"] == " ".join(map(str, direct.redundant_latents))
     expected = processes.exact_nll(*_val_arrays(tiny), start=32).mean()
     assert float(history[0]["val_exact_nll"]) == pytest.approx(expected, rel=1e-9)
     for name in (
@@ -339,18 +350,48 @@ def test_a_run_begun_before_train_config_resumes(tiny, tmp_path):
     [rows] = [v["rows"] for k, v in state["callbacks"].items() if "RunDirectory" in k]
     for row in rows:
         row["seconds"] = row.pop("elapsed_seconds") + 100.0  # an earlier part of the run
-        del row["epoch_seconds"]
+        del row["epoch_seconds"], row["effective_dimension"], row["redundant"]
     torch.save(state, path)
     train.train(tiny, run, resume=True, progress=False)
     history = read_history(run)
     assert [int(r["epoch"]) for r in history] == [1, 2] and "seconds" not in history[0]
     assert float(history[0]["epoch_seconds"]) == float(history[0]["elapsed_seconds"]) > 100
+    # Not measured before: NaN; measured after the resume.
+    assert history[0]["effective_dimension"] == "nan" and history[1]["effective_dimension"]
+    columns = list(history[0])
+    assert columns.index("effective_dimension") == columns.index("n_surviving") + 1
     assert (
         float(history[1]["elapsed_seconds"])
         > float(history[0]["elapsed_seconds"]) + float(history[1]["epoch_seconds"]) - 1e-9
     )
     assert recorded(run) == config(plan=Plan([Stage(2, 0.0)]), preset=None)
     assert load_model(run).training_range == {"alpha": [0.5, 1.5], "D": [1e-3, 1e-2]}
+
+
+def test_the_closing_lines_of_training_say_when_latents_are_redundant(tmp_path, capsys):
+    from minrep.cli import _report_training
+
+    row = {"epoch": 9, "val_nll": -2.5, "val_exact_nll": -2.501, "surviving": "0 1 5"}
+    redundant = EffectiveDimension(
+        dimension=2,
+        snr=[150.0, 40.0, 2.0],
+        signal=[3.0, 0.8, 0.04],
+        noise=[0.02] * 3,
+        surviving=[0, 1, 5],
+        redundant=[[0, 1]],
+    )
+    result = train.TrainResult(tmp_path, None, [{**row, "effective_dimension": 2}], True, redundant)
+    _report_training(result, tmp_path, find_lr=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"surviving latents [0 1 5], effective dimension 2 -> {tmp_path}")
+    assert lines[1].startswith(
+        "3 latents carry information; they span 2 dimensions: latents 0 and 1 are redundant; "
+        "a longer final stage usually removes it (--plan"
+    )
+    minimal = EffectiveDimension(2, [150.0, 40.0], [3.0, 0.8], [0.02] * 2, surviving=[0, 5])
+    row = {**row, "surviving": "0 5", "effective_dimension": 2}
+    _report_training(train.TrainResult(tmp_path, None, [row], True, minimal), tmp_path, False)
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 def test_progress_counts_epochs_from_one(tiny, tmp_path, monkeypatch, capsys):

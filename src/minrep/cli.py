@@ -585,7 +585,8 @@ def train(
 
 
 def _report_training(result, output: Path, find_lr: bool) -> None:
-    """One line: the learning-rate finder's suggestion, or where the run ended."""
+    """One line: the learning-rate finder's suggestion, or where the run ended (and one more
+    when more latents survive than the effective dimension)."""
     if find_lr:
         typer.echo(
             f"suggested learning rate: {result.history[0]['lr_suggestion']:.3g} "
@@ -595,8 +596,12 @@ def _report_training(result, output: Path, find_lr: bool) -> None:
         last = result.history[-1]
         typer.echo(
             f"epoch {last['epoch']}: held-out NLL {last['val_nll']:.4f} (exact "
-            f"{last['val_exact_nll']:.4f}), surviving latents [{last['surviving']}] -> {output}"
+            f"{last['val_exact_nll']:.4f}), surviving latents [{last['surviving']}], "
+            f"effective dimension {last['effective_dimension']} -> {output}"
         )
+        note = result.dimension.message() if result.dimension is not None else None
+        if note is not None:
+            typer.echo(note)
 
 
 def _check_train_options(ctx, batch_size, max_epochs, latent_dim, seed, lr, preset, plan, init):

@@ -32,6 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from minrep import MinrepError, checkpoint, io, processes
+from minrep.dimension import EffectiveDimension, LatentMoments, effective_dimension_of_moments
 from minrep.encode import check_scale
 from minrep.model import VAE, ModelConfig, rms_scale, surviving
 from minrep.progress import interactive
@@ -261,7 +262,8 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarra
 class MinrepModule(pl.LightningModule):
     """Wraps :class:`minrep.model.VAE` with the plan: sets beta, learning rate and momentum at
     every batch, and sums the training loss and the held-out NLL and KL per latent over all
-    processes at every epoch."""
+    processes at every epoch, and the moments of the held-out posteriors that give the
+    effective dimension (:mod:`minrep.dimension`)."""
 
     def __init__(self, config: ModelConfig, plan: Plan, datasets: list[Batches], seed: int = 0):
         super().__init__()
@@ -274,6 +276,7 @@ class MinrepModule(pl.LightningModule):
         self.beta = 0.0
         self._train_sums = torch.zeros(2)
         self._val_sums = torch.zeros(3 + config.latent_dim)
+        self._val_moments = torch.zeros(LatentMoments.size(config.latent_dim))
         self.val_metrics: dict = {}
         self.train_loss = float("nan")
         self._train_loss_reduced = False
@@ -327,6 +330,10 @@ class MinrepModule(pl.LightningModule):
 
     def on_validation_epoch_start(self):
         self._val_sums = torch.zeros(3 + self.model.config.latent_dim, device=self.device)
+        # Summed in float64 where the device has it: the covariance is a difference of sums.
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        size = LatentMoments.size(self.model.config.latent_dim)
+        self._val_moments = torch.zeros(size, dtype=dtype, device=self.device)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int):
         out = self.model(batch, sample=False)  # the deterministic code: z = posterior mean
@@ -340,15 +347,31 @@ class MinrepModule(pl.LightningModule):
                 kl,
             ]
         )
+        mu = out["mu"].to(self._val_moments.dtype)
+        logvar = out["logvar"].to(self._val_moments.dtype)
+        self._val_moments += torch.cat(
+            [
+                mu.new_tensor([len(mu)]),
+                mu.sum(0),
+                (mu.T @ mu).flatten(),
+                logvar.exp().sum(0),
+                logvar.sum(0),
+            ]
+        )  # the order of LatentMoments.to_vector
 
     def on_validation_epoch_end(self):
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
         count = sums[0]
         kl = (sums[3:] / count).tolist()
+        moments = self.trainer.strategy.reduce(self._val_moments, reduce_op="sum")
+        dimension = effective_dimension_of_moments(
+            LatentMoments.from_vector(moments.cpu().numpy()), surviving(kl)
+        )
         self.val_metrics = {
             "val_nll": (sums[1] / count).item(),
             "val_loss": (sums[2] / count).item(),
             "kl_per_latent": kl,
+            "dimension": dimension,
         }
         self.log("val_nll", self.val_metrics["val_nll"], prog_bar=True, sync_dist=False)
         self.log("survivors", float(len(surviving(kl))), prog_bar=True, sync_dist=False)
@@ -387,8 +410,21 @@ def _upgrade_rows(rows: list[dict]) -> list[dict]:
             row = {k: v for k, v in row.items() if k != "seconds"}
             row.update(epoch_seconds=elapsed - before, elapsed_seconds=elapsed)
         before = row["elapsed_seconds"]
+        if "effective_dimension" not in row:  # begun before the effective dimension
+            row = _with_dimension_columns(row)
         upgraded.append(row)
     return upgraded
+
+
+def _with_dimension_columns(row: dict) -> dict:
+    """A history row of a run begun before the effective dimension was recorded, with its
+    columns in today's places (not measured: NaN and empty)."""
+    out = {}
+    for key, value in row.items():
+        out[key] = value
+        if key == "n_surviving":
+            out.update(effective_dimension=float("nan"), redundant="")
+    return out
 
 
 class RunDirectory(Callback):
@@ -435,6 +471,8 @@ class RunDirectory(Callback):
             **{f"kl_{i}": v for i, v in enumerate(kl)},
             "surviving": " ".join(map(str, surviving(kl))),
             "n_surviving": len(surviving(kl)),
+            "effective_dimension": module.val_metrics["dimension"].dimension,
+            "redundant": " ".join(map(str, module.val_metrics["dimension"].redundant_latents)),
             "epoch_seconds": now - self.epoch_started,
             "elapsed_seconds": self.offset + now - self.started,
         }
@@ -483,7 +521,7 @@ def epoch_line(row: dict, epochs: int) -> str:
         f"loss {row['train_loss']:.4f}, held-out loss {row['val_loss']:.4f}, held-out NLL "
         f"{row['val_nll']:.4f}" + ("" if math.isnan(exact) else f" (exact {exact:.4f})") + ", "
         f"{row['n_surviving']} surviving latents [{row['surviving']}], "
-        f"{row['epoch_seconds']:.1f} s"
+        f"effective dimension {row['effective_dimension']}, {row['epoch_seconds']:.1f} s"
     )
 
 
@@ -510,6 +548,7 @@ class TrainResult:
     model: VAE
     history: list[dict] = field(default_factory=list)
     primary: bool = True  # False in the other processes of a data-parallel run
+    dimension: EffectiveDimension | None = None  # of the last epoch's held-out posteriors
 
 
 def check_data(data: io.Trajectories, config: ModelConfig, source="data") -> None:
@@ -677,7 +716,13 @@ def train(
     model.training_range = run.settings["data"]["training_range"]
     if trainer.is_global_zero:
         _export(run, model, trainer.current_epoch)
-    return TrainResult(run.run_dir, model, run_files.rows, trainer.is_global_zero)
+    return TrainResult(
+        run.run_dir,
+        model,
+        run_files.rows,
+        trainer.is_global_zero,
+        module.val_metrics.get("dimension"),
+    )
 
 
 def _interrupted(run: _Run, signum: int, rows: list[dict]) -> TrainingInterrupted:
