@@ -35,9 +35,20 @@ def card(
     )
     last = history[-1]
     g = metrics.get("generation", {})
+    dimension = []  # none in reports written before the effective dimension
+    if "effective_dimension" in metrics:
+        snr = ", ".join(f"{v:.3g}" for v in metrics["effective_dimension_snr"])
+        dimension.append(
+            (
+                "effective dimension (directions along which the posterior means vary more "
+                "than 10 times the posterior noise; their signal-to-noise ratios)",
+                f"{metrics['effective_dimension']} ({snr})",
+            )
+        )
     rows = [
         ("surviving latents (KL > 0.1 nat)", metrics["surviving_latents"]),
         ("KL per latent (nat)", ", ".join(f"{v:.3g}" for v in metrics["kl_per_latent"])),
+        *dimension,
         *[
             (
                 f"R^2 {name.replace('_', ' ')} (latent readout / TA-MSD fit / best possible "

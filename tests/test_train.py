@@ -643,6 +643,13 @@ def test_data_parallel_training_on_two_cpu_processes(tiny, tmp_path):
         assert float(row["lr"]) == pytest.approx(expected, rel=1e-9)
     mu, _ = model.encode(torch.from_numpy(tiny.displacements[:4]))
     assert torch.isfinite(mu).all()
+    # The moments of the two processes' halves of the validation set, summed: the effective
+    # dimension of the whole set.
+    with torch.no_grad():
+        out = model(torch.from_numpy(_val_arrays(tiny)[0]), sample=False)
+    survivors = [int(i) for i in history[-1]["surviving"].split()]
+    direct = effective_dimension(out["mu"].numpy(), out["logvar"].numpy(), survivors)
+    assert int(history[-1]["effective_dimension"]) == direct.dimension
 
 
 def test_learning_rate_finder(tiny, tmp_path):
