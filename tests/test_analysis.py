@@ -231,6 +231,8 @@ def test_analyze_command_and_the_nll_gap(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report" / "metrics.json").is_file()
     assert "nll_gap" in result.output
+    assert f"effective_dimension: {metrics['effective_dimension']}\n" in result.output
+    assert "(" + " ".join(analysis.YARDSTICKS["effective_dimension"].split()[:4]) in result.output
 
 
 def _factors(n, rng):

@@ -176,6 +176,8 @@ def test_metric_lines_explain_each_kind_once():
     metrics = {
         "surviving_latents": [0, 5],
         "kl_per_latent": [3.1, 0.01, 1.8],
+        "effective_dimension": 2,
+        "effective_dimension_snr": [158.3, 35.5, 2.5],
         "r2_alpha": 0.97,
         "tamsd_r2_alpha": 0.96,
         "bayes_r2_alpha": {"decoder_steps": 0.98, "all_steps": 0.985},
@@ -192,7 +194,8 @@ def test_metric_lines_explain_each_kind_once():
     }
     lines = metric_lines(metrics)
     text = " ".join(line.strip() for line in lines)
-    for kind in ("kl_per_latent", "r2", "mig", "dci", "nll_gap", "alpha_g_error"):
+    kinds = ("kl_per_latent", "effective_dimension", "r2", "mig", "dci", "nll_gap")
+    for kind in (*kinds, "alpha_g_error"):
         # The yardstick's first words appear exactly once, after the numbers it explains.
         opening = "(" + " ".join(YARDSTICKS[kind].split()[:4])
         assert text.count(opening) == 1, kind
@@ -205,6 +208,9 @@ def test_metric_lines_explain_each_kind_once():
 
     assert row("kl_per_latent:") < explanation("kl_per_latent") < row("r2_alpha:")
     assert "0.1 nat" in " ".join(lines[explanation("kl_per_latent") :][:3])
+    # The dimension and its ratios (large ones without an exponent), then their yardstick.
+    assert row("effective_dimension: 2") < row("effective_dimension_snr: 158, 36, 2.5")
+    assert row("effective_dimension_snr:") < explanation("effective_dimension") < row("r2_alpha:")
     assert row("bayes_r2_alpha (all_steps)") < explanation("r2") < row("mig:")
     assert row("nll_gap:") < explanation("nll_gap") < row("n_generated:")
     assert row("alpha_g_error_lags_380_400:") < explanation("alpha_g_error")
