@@ -275,11 +275,10 @@ YARDSTICKS = {
     "label|; exact BM of the training length reaches about 0.025 (the spread of its own "
     "mean squared displacement)",
     "effective_dimension": "the number of directions of latent space along which the posterior "
-    f"means vary more than {SNR_FACTOR:g} times the posterior noise (signal-to-noise ratios, "
-    "listed largest first; more than 1.2 nat each): the number "
-    "of parameters the representation carries whatever the number of surviving latents; more "
-    "surviving latents than this means redundant copies, fewer than the process's parameters "
-    "a lost one",
+    f"means vary more than {SNR_FACTOR:g} times the posterior noise (more than 1.2 nat each; "
+    "their signal-to-noise ratios follow, largest first): the number of parameters the "
+    "representation carries, whatever the number of surviving latents; more surviving latents "
+    "than this are redundant copies",
     "extrapolation": "mean |error| of log10 D outside the training range of D by a linear "
     "readout fitted inside, next to the TA-MSD fit: close to it when the latent extrapolates",
 }
