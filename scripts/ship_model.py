@@ -41,7 +41,8 @@ def card(
         dimension.append(
             (
                 "effective dimension (directions along which the posterior means vary more "
-                "than 10 times the posterior noise; their signal-to-noise ratios)",
+                "than 0.22 times the posterior noise, i.e. carry more than 0.1 nat; their "
+                "signal-to-noise ratios)",
                 f"{metrics['effective_dimension']} ({snr})",
             )
         )
