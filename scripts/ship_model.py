@@ -43,7 +43,12 @@ def card(
                 "effective dimension (directions along which the posterior means vary more "
                 "than 0.22 times the posterior noise, i.e. carry more than 0.1 nat; their "
                 "signal-to-noise ratios)",
-                f"{metrics['effective_dimension']} ({snr})",
+                f"{metrics['effective_dimension']} ({snr})"
+                + (
+                    f"; curvature allowed for: {metrics['intrinsic_dimension']}"
+                    if "intrinsic_dimension" in metrics
+                    else ""
+                ),
             )
         )
     rows = [

@@ -152,6 +152,28 @@ def test_the_moments_form_adds_up_and_equals_the_direct_form():
     assert from_moments.surviving == direct.surviving == stats["surviving"]
 
 
+def test_a_curved_manifold_of_means_spans_two_directions_but_has_one_dimension():
+    rng = np.random.default_rng(6)
+    # One parameter t, encoded as latent 0 = t and latent 1 = t^2 (centred): the means lie on
+    # a parabola, which spans two linear directions.
+    t = rng.uniform(-2, 2, N_CODES)
+    mu = np.zeros((N_CODES, 6))
+    mu[:, 0], mu[:, 1] = t, t**2 - 4 / 3
+    logvar = np.zeros((N_CODES, 6))
+    logvar[:, :2] = np.log(SIGNAL_NOISE)
+    assert effective_dimension(mu, logvar).dimension == 2
+    assert analysis.intrinsic_dimension(mu, logvar) == 1
+    # Two independent parameters (case a) and their rotation: no curvature, two dimensions.
+    mu, logvar = _two_informative(rng)
+    assert analysis.intrinsic_dimension(mu, logvar) == 2
+    rotation, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    isotropic = np.full((N_CODES, 6), np.log(SIGNAL_NOISE))
+    mu[:, 2:] = 0
+    assert analysis.intrinsic_dimension(mu @ rotation.T, isotropic) == 2
+    # Means within the noise: none.
+    assert analysis.intrinsic_dimension(0.03 * rng.standard_normal((N_CODES, 6)), isotropic) == 0
+
+
 def _principal(signal, noise, rng):
     """Posteriors whose principal directions are the latents: means of these variances,
     posterior variances ``noise``."""
@@ -317,6 +339,7 @@ REQUIRED_METRICS = (
     "kl_per_latent",
     "effective_dimension",
     "effective_dimension_snr",
+    "intrinsic_dimension",
     "r2_alpha",
     "r2_log10_D",
     "mig",
@@ -357,8 +380,8 @@ def test_the_report_holds_its_figures_and_metrics(tmp_path):
         assert key in metrics, key
     assert f"{metrics['nll_gap']:.4g}" in text
     # Each kind of number stands beside its yardstick.
-    kinds = ("kl_per_latent", "effective_dimension", "r2", "nll_gap", "mig", "dci")
-    for kind in (*kinds, "alpha_g_error"):
+    kinds = ("kl_per_latent", "effective_dimension", "intrinsic_dimension", "r2", "nll_gap")
+    for kind in (*kinds, "mig", "dci", "alpha_g_error"):
         assert html.escape(analysis.YARDSTICKS[kind]) in text, kind
     assert metrics["training_range_recorded"] is False and "assumed" in text
     # The best possible estimate sees SBM's ageing, which the TA-MSD fit ignores (measured

@@ -16,6 +16,7 @@ from minrep.dimension import (  # noqa: F401  (effective_dimension_of_moments: r
     EffectiveDimension,
     effective_dimension,
     effective_dimension_of_moments,
+    principal_coordinates,
 )
 from minrep.encode import encode
 from minrep.generate import generate_many
@@ -43,6 +44,45 @@ def _polynomial_features(x: np.ndarray, degree: int) -> np.ndarray:
         for combo in itertools.combinations_with_replacement(range(x.shape[1]), d):
             columns.append(np.prod(x[:, combo], axis=1))
     return np.stack(columns, axis=1)
+
+
+def intrinsic_dimension(
+    mu: np.ndarray, logvar: np.ndarray, factor: float = SNR_FACTOR, degree: int = 3, seed: int = 0
+) -> int:
+    """The dimension of the manifold of the posterior means, curvature allowed for: the fewest
+    of the informative principal directions of :func:`minrep.dimension.effective_dimension`
+    (SNR above ``factor``) of which a polynomial (``degree``) gives every other informative
+    direction to within ``factor`` times the posterior noise. A curved one-dimensional
+    manifold (latent 1 = latent 0 squared) spans two linear directions (effective dimension 2)
+    but counts 1 here. It finds manifolds that are a graph over some of the principal
+    directions; the polynomials are fitted on a seeded half of the rows and judged on the
+    other half."""
+    y, snr = principal_coordinates(mu, logvar)
+    informative = [int(k) for k in np.flatnonzero(snr > factor)]
+    order = np.random.default_rng(seed).permutation(len(y))
+    fit, score = order[: len(y) // 2], order[len(y) // 2 :]
+    for size in range(len(informative)):
+        for chart in itertools.combinations(informative, size):
+            if all(
+                _left_over(y, list(chart), k, degree, fit, score) <= factor
+                for k in informative
+                if k not in chart
+            ):
+                return size
+    return len(informative)
+
+
+def _left_over(y, chart: list[int], k: int, degree: int, fit, score) -> float:
+    """Variance of principal coordinate ``k`` (in units of the posterior noise) on the rows
+    ``score`` once a polynomial of the coordinates ``chart`` fitted on ``fit`` is taken out."""
+    target = y[:, k]
+    if not chart:
+        return float(np.var(target[score]))
+    x = y[:, chart]
+    x = (x - x[fit].mean(axis=0)) / (x[fit].std(axis=0) + 1e-12)
+    design = _polynomial_features(x, degree)
+    coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
+    return float(np.var(target[score] - design[score] @ coef))
 
 
 MAX_READOUT_DEGREE = 7
@@ -280,6 +320,9 @@ YARDSTICKS = {
     "models: parameters 0.77 to 1,100, other directions 0.03 or less): the number of "
     "parameters the representation carries, whatever the number of surviving latents; more "
     "surviving latents than this are redundant copies",
+    "intrinsic_dimension": "the effective dimension with curvature allowed for: directions "
+    "whose spread a polynomial of the stronger ones explains (a curved manifold of means) do "
+    "not count; below the effective dimension when the means lie on a curved manifold",
     "extrapolation": "mean |error| of log10 D outside the training range of D by a linear "
     "readout fitted inside, next to the TA-MSD fit: close to it when the latent extrapolates",
 }
@@ -307,6 +350,7 @@ class LatentPhase:
     mean_logvar: np.ndarray
     kl_whole_set: np.ndarray
     dimension: EffectiveDimension | None = None
+    intrinsic: int | None = None  # intrinsic_dimension of the judged posteriors
 
     def metrics(self) -> dict:
         extra = {}
@@ -316,6 +360,8 @@ class LatentPhase:
                 "effective_dimension_snr": self.dimension.snr,
                 "effective_dimension_redundant": self.dimension.redundant,
             }
+            if self.intrinsic is not None:
+                extra["intrinsic_dimension"] = self.intrinsic
             if self.dimension.message() is not None:
                 extra["effective_dimension_note"] = self.dimension.message()
         return {
@@ -344,6 +390,7 @@ def latent_phase(model: VAE, data: io.Trajectories, mask: np.ndarray, progress=F
         mean_logvar=judged["mean_logvar"],
         kl_whole_set=latent_statistics(mu, logvar)["kl_per_latent"],
         dimension=effective_dimension(mu[mask], logvar[mask], judged["surviving"]),
+        intrinsic=intrinsic_dimension(mu[mask], logvar[mask]) if mask.sum() >= 4 else None,
     )
 
 

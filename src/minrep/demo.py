@@ -77,6 +77,7 @@ def metric_lines(metrics: dict, keys=None) -> list[str]:
         "kl_per_latent",
         "effective_dimension",
         "effective_dimension_snr",
+        "intrinsic_dimension",
         "r2_alpha",
         "tamsd_r2_alpha",
         "bayes_r2_alpha",
@@ -175,7 +176,8 @@ def run_demo(
     )
     for line in explain("kl_per_latent"):
         echo(line)
-    for line in metric_lines(m, ("effective_dimension", "effective_dimension_snr")):
+    dimension = ("effective_dimension", "effective_dimension_snr", "intrinsic_dimension")
+    for line in metric_lines(m, dimension):
         echo(line)
     if "effective_dimension_note" in m:
         echo(m["effective_dimension_note"])

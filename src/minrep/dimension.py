@@ -199,11 +199,8 @@ def effective_dimension_of_moments(
     if surviving is None:
         surviving = [i for i, kl in enumerate(moments.kl_per_latent()) if kl > SURVIVAL_KL]
     signal = moments.signal()
-    scale = np.sqrt(np.maximum(moments.noise(), _TINY))
+    snr, axes, scale = _principal_axes(moments)
     whitened = signal / np.outer(scale, scale)
-    snr, axes = np.linalg.eigh(whitened)
-    order = np.argsort(snr)[::-1]
-    snr, axes = np.maximum(snr[order], 0.0), axes[:, order]
     informative = snr > factor
     dimension = int(informative.sum())
     # Each direction in latent coordinates (N^{-1/2} times the whitened axis), unit length.
@@ -222,6 +219,25 @@ def effective_dimension_of_moments(
     if len(surviving) > dimension:
         result.redundant, result.noisy = _copies(whitened, snr, axes, informative, surviving)
     return result
+
+
+def _principal_axes(moments: LatentMoments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The SNRs (largest first), the principal axes (columns, orthonormal) of the whitened
+    signal N^{-1/2} S N^{-1/2}, and the noise's standard deviations N^{1/2} (L,)."""
+    scale = np.sqrt(np.maximum(moments.noise(), _TINY))
+    snr, axes = np.linalg.eigh(moments.signal() / np.outer(scale, scale))
+    order = np.argsort(snr)[::-1]
+    return np.maximum(snr[order], 0.0), axes[:, order], scale
+
+
+def principal_coordinates(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The posterior means in the principal directions, in units of the posterior noise along
+    each (n, L; the noise along every column is 1, the variance of column k is its SNR), and
+    the SNRs, largest first."""
+    moments = LatentMoments.of(mu, logvar)
+    snr, axes, scale = _principal_axes(moments)
+    centred = np.asarray(mu, dtype=np.float64) - moments.sum_mu / moments.count
+    return (centred / scale) @ axes, snr
 
 
 def _copies(whitened, snr, axes, informative, surviving) -> tuple[list[list[int]], list[int]]:

@@ -436,6 +436,14 @@ def _latent_rows(m: dict) -> list[tuple]:
                 YARDSTICKS["effective_dimension"],
             )
         )
+    if "intrinsic_dimension" in m:
+        rows.append(
+            (
+                "intrinsic dimension",
+                _fmt(m["intrinsic_dimension"]),
+                YARDSTICKS["intrinsic_dimension"],
+            )
+        )
     return rows
 
 
