@@ -174,6 +174,15 @@ def test_a_curved_manifold_of_means_spans_two_directions_but_has_one_dimension()
     assert analysis.intrinsic_dimension(0.03 * rng.standard_normal((N_CODES, 6)), isotropic) == 0
 
 
+def test_no_posterior_or_a_diverged_model_has_no_dimension():
+    empty = LatentMoments.of(np.zeros((0, 3)), np.zeros((0, 3)))
+    found = analysis.effective_dimension_of_moments(empty)
+    assert found.dimension == 0 and found.surviving == [] and np.isnan(found.snr).all()
+    mu = np.ones((5, 3))
+    mu[0, 0] = np.nan
+    assert effective_dimension(mu, np.zeros((5, 3)), [0]).dimension == 0
+
+
 def _principal(signal, noise, rng):
     """Posteriors whose principal directions are the latents: means of these variances,
     posterior variances ``noise``."""

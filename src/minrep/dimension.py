@@ -177,8 +177,11 @@ class EffectiveDimension:
                 f"{'ies' if one else 'y'} noise"
             )
         dims = f"{self.dimension} dimension{'' if self.dimension == 1 else 's'}"
+        one = len(self.surviving) == 1
+        latents = f"{len(self.surviving)} latent{'' if one else 's'}"
         return (
-            f"{len(self.surviving)} latents carry information; they span {dims}"
+            f"{latents} carr{'ies' if one else 'y'} information; "
+            f"{'it spans' if one else 'they span'} {dims}"
             + (": " + "; ".join(parts) if parts else "")
             + "; a longer final stage usually removes it (--plan with a longer last stage, "
             "or --init RUN to anneal further)"
@@ -196,9 +199,14 @@ def effective_dimension_of_moments(
     """The effective dimension (module docstring) of the posteriors summed in ``moments``.
     ``surviving``: the surviving latents (default: mean KL above :data:`SURVIVAL_KL`, from the
     moments)."""
-    if surviving is None:
-        surviving = [i for i, kl in enumerate(moments.kl_per_latent()) if kl > SURVIVAL_KL]
-    signal = moments.signal()
+    L = moments.latent_dim
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if surviving is None:
+            surviving = [i for i, kl in enumerate(moments.kl_per_latent()) if kl > SURVIVAL_KL]
+        signal = moments.signal()
+    if moments.count < 1 or not np.isfinite(signal).all() or not np.isfinite(moments.noise()).all():
+        nan = [float("nan")] * L  # no posterior, or a diverged model: nothing to measure
+        return EffectiveDimension(0, nan, nan, nan, list(surviving), factor)
     snr, axes, scale = _principal_axes(moments)
     whitened = signal / np.outer(scale, scale)
     informative = snr > factor
