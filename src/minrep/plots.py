@@ -17,7 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from minrep import io
+from minrep import io, stats
 from minrep.analysis import (
     YARDSTICKS,
     Analysis,
@@ -73,9 +73,11 @@ def latents_vs_parameters(latents: LatentPhase, training_range: TrainingRange, p
     return _save(figure, path)
 
 
+_LAGS = "{}-{}".format(*stats.CLASSICAL_LAGS)  # the TA-MSD fit window, as "1-9"
+
 READOUT_CURVES = (
     ("readout", "latent readout", "C0", "-"),
-    ("classical", "TA-MSD fit (lags 1-9)", "C1", "-"),
+    ("classical", f"TA-MSD fit (lags {_LAGS})", "C1", "-"),
     ("decoder_steps", "best possible, steps the decoder predicts", "k", "--"),
     ("all_steps", "best possible, all steps", "0.5", ":"),
 )
@@ -453,7 +455,7 @@ def _readout_rows(m: dict) -> list[tuple]:
         if f"r2_{name}" in m:
             text = (
                 f"latent readout R^2 {m[f'r2_{name}']:.4f}, mean |error| "
-                f"{m[f'readout_mae_{name}']:.4f}; TA-MSD fit (lags 1-9) R^2 "
+                f"{m[f'readout_mae_{name}']:.4f}; TA-MSD fit (lags {_LAGS}) R^2 "
                 f"{m[f'tamsd_r2_{name}']:.4f}, mean |error| {m[f'tamsd_mae_{name}']:.4f}"
             )
             rows.append((name, text + _bayes_text(m.get(f"bayes_r2_{name}")), YARDSTICKS["r2"]))
