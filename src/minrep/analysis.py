@@ -883,14 +883,16 @@ def analyze(
     progress: bool = True,
     training_range: dict | None = None,
     generation: dict | None = None,
+    check_generation: bool = True,
 ) -> Analysis:
     """Everything of ``minrep analyze`` for a model and a labelled test set of one length:
     latent statistics, readouts against the classical TA-MSD fit, MIG and DCI, the NLL against
     the exact one per (alpha, D) cell, and the statistics of trajectories generated from the
     encoded test trajectories (``generation``: keyword arguments of the process's generation
-    function, e.g. ``{"n_steps": 500}``). Headline numbers are computed inside the training
-    range: ``training_range`` (``{"alpha": [lo, hi], "D": [lo, hi]}``), else the model's
-    recorded one, else the paper's grid (``metrics["training_range_recorded"]`` False)."""
+    function, e.g. ``{"n_steps": 500}``; ``check_generation`` False skips it). Headline
+    numbers are computed inside the training range: ``training_range`` (``{"alpha": [lo, hi],
+    "D": [lo, hi]}``), else the model's recorded one, else the paper's grid
+    (``metrics["training_range_recorded"]`` False)."""
     _check_test_set(model, data)
     scope = TrainingRange.of(model, training_range)
     mask = scope.judged(data)
@@ -906,7 +908,7 @@ def analyze(
         phases.update()
         phases.set_postfix_str("generation")
         generated = None
-        if data.process in GENERATION:
+        if check_generation and data.process in GENERATION:
             generated = GENERATION[data.process](
                 model,
                 data,
