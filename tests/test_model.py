@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minrep.model import VAE, ModelConfig, Prediction
+from minrep.model import VAE, ModelConfig, Prediction, latent_covariance
 
 
 @pytest.fixture(autouse=True)
@@ -103,6 +103,31 @@ def test_loss_equals_a_hand_computation():
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(terms["nll"], nll.mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(terms["kl_per_latent"].sum(), kl, rtol=1e-5, atol=1e-6)
+
+    torch.manual_seed(1)
+    with_penalty, _ = model.loss(x, beta=0.01, decorrelation=0.5)
+    centred = mu - mu.mean(0)
+    covariance = centred.T @ centred / (len(mu) - 1)
+    off_diagonal = covariance - torch.diag(covariance.diagonal())
+    expected_penalty = 0.5 * off_diagonal.pow(2).sum() / 2  # each pair once
+    torch.testing.assert_close(with_penalty, expected + expected_penalty, rtol=1e-5, atol=1e-6)
+
+
+def test_latent_covariance_sees_a_split_parameter_only():
+    generator = torch.Generator().manual_seed(0)
+    parameter = torch.randn(4096, generator=generator)
+    other = torch.randn(4096, generator=generator)
+    # One parameter copied into two latents: the penalty is its variance squared (exactly 1
+    # after standardising), whatever the other latents do.
+    split = torch.stack([parameter, parameter, torch.zeros(4096) + 3.0], dim=1)
+    split[:, 0] = (split[:, 0] - split[:, 0].mean()) / split[:, 0].std()
+    split[:, 1] = split[:, 0]
+    torch.testing.assert_close(latent_covariance(split), torch.tensor(1.0))
+    # Independent parameters: the covariance estimate of n samples has spread 1 / sqrt(n).
+    independent = torch.stack([parameter, other], dim=1)
+    assert latent_covariance(independent) < (4 / math.sqrt(4096)) ** 2
+    # A shift of the means changes nothing.
+    torch.testing.assert_close(latent_covariance(split + 5.0), latent_covariance(split))
 
 
 def test_mixture_log_prob_is_a_normalised_mixture():

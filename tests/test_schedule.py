@@ -69,6 +69,16 @@ def test_plan_json_round_trip_and_bad_plans():
         Plan.from_dict({})
 
 
+def test_decorrelation_weight_per_stage():
+    plan = Plan([Stage(2, 0.0), Stage(3, 4e-3, decorrelation=0.01)])
+    assert plan.at(1.0)["decorrelation"] == 0.0 and plan.at(2.5)["decorrelation"] == 0.01
+    written = plan.to_dict()["stages"]
+    assert "decorrelation" not in written[0]  # plans written before it read the same
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    with pytest.raises(ValueError, match="decorrelation must be a weight >= 0"):
+        Stage(1, 0.0, decorrelation=-1.0)
+
+
 def test_scaled_learning_rate_keeps_the_ratios_between_stages():
     plan = Plan([Stage(2, 0.0, 1e-3), Stage(2, 1e-3, 2e-4, "constant")])
     faster = plan.scaled_lr(3e-3)

@@ -44,6 +44,16 @@ def kl_to_prior(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar)
 
 
+def latent_covariance(mu: Tensor) -> Tensor:
+    """Sum of the squared off-diagonal covariances of the posterior means over a batch,
+    ``mu`` (batch, latent_dim) -> scalar. One parameter split over two latents (a local
+    minimum of the beta-VAE loss, measured in docs/training-recipes.md) gives them a large
+    covariance; latents of independent parameters, or a collapsed one, give about none."""
+    centred = mu - mu.mean(dim=0)
+    covariance = centred.T @ centred / max(len(mu) - 1, 1)
+    return (covariance.pow(2).sum() - covariance.diagonal().pow(2).sum()) / 2
+
+
 def surviving(kl_per_latent) -> list[int]:
     """Indices of the latents whose mean KL exceeds :data:`SURVIVAL_KL`."""
     return [i for i, value in enumerate(kl_per_latent) if value > SURVIVAL_KL]
@@ -444,11 +454,17 @@ class VAE(nn.Module):
         nll = -prediction.log_prob(x[..., self.receptive_field :]).mean(dim=(1, 2))
         return {"mu": mu, "logvar": logvar, "z": z, "nll": nll, "kl": kl_to_prior(mu, logvar)}
 
-    def loss(self, x: Tensor, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, x: Tensor, beta: float, decorrelation: float = 0.0
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """beta-VAE loss: mean NLL per predicted displacement + beta * KL summed over latents,
-        both averaged over the batch. Returns the loss and the terms (detached)."""
+        both averaged over the batch, + ``decorrelation`` * :func:`latent_covariance` (a
+        training device of some plans' stages; 0 is the paper's loss). Returns the loss and
+        the terms (detached)."""
         out = self(x)
         nll = out["nll"].mean()
         kl_per_latent = out["kl"].mean(dim=0)
         loss = nll + beta * kl_per_latent.sum()
+        if decorrelation:
+            loss = loss + decorrelation * latent_covariance(out["mu"])
         return loss, {"nll": nll.detach(), "kl_per_latent": kl_per_latent.detach()}

@@ -154,6 +154,7 @@ class Stage:
     beta: Constant | LinearRamp | GeometricRamp = Constant(0.0)
     lr: float = 1e-3
     policy: str = "one-cycle"
+    decorrelation: float = 0.0  # weight of minrep.model.latent_covariance in the loss
 
     def __post_init__(self):
         if _is_real(self.beta):
@@ -172,16 +173,25 @@ class Stage:
                 f"a stage needs at least one epoch: epochs must be an integer >= 1, "
                 f"got {self.epochs!r}"
             )
-        _check_numbers("", lr=(self.lr, lambda v: v > 0, "a learning rate > 0"))
+        _check_numbers(
+            "",
+            lr=(self.lr, lambda v: v > 0, "a learning rate > 0"),
+            decorrelation=(self.decorrelation, lambda v: v >= 0, "a weight >= 0"),
+        )
 
     def to_dict(self) -> dict:
         beta = schedule_to_dict(self.beta)
-        return {"epochs": self.epochs, "beta": beta, "lr": self.lr, "policy": self.policy}
+        out = {"epochs": self.epochs, "beta": beta, "lr": self.lr, "policy": self.policy}
+        if self.decorrelation:  # absent in plans written before it existed
+            out["decorrelation"] = self.decorrelation
+        return out
 
     @classmethod
     def from_dict(cls, values: dict) -> Stage:
         if not isinstance(values, dict):
-            raise ValueError(f"a stage is a mapping (epochs, beta, lr, policy), got {values!r}")
+            raise ValueError(
+                f"a stage is a mapping (epochs, beta, lr, policy, decorrelation), got {values!r}"
+            )
         unknown = sorted(map(str, set(values) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
             raise ValueError(f"unknown stage keys: {', '.join(unknown)}")
@@ -217,14 +227,21 @@ class Plan:
         return list(accumulate(s.epochs for s in self.stages))
 
     def at(self, epoch: float) -> dict[str, float]:
-        """Stage index, beta, learning rate and Adam beta1 at a fractional epoch (from 0)."""
+        """Stage index, beta, learning rate, Adam beta1 and decorrelation weight at a
+        fractional epoch (from 0)."""
         i, local = self.locate(epoch)
         stage = self.stages[i]
         if stage.policy == "one-cycle":
             lr, momentum = one_cycle(min(local / stage.epochs, 1.0), stage.lr)
         else:
             lr, momentum = stage.lr, 0.9
-        return {"stage": i, "beta": stage.beta(local), "lr": lr, "momentum": momentum}
+        return {
+            "stage": i,
+            "beta": stage.beta(local),
+            "lr": lr,
+            "momentum": momentum,
+            "decorrelation": stage.decorrelation,
+        }
 
     def scaled_lr(self, lr: float) -> Plan:
         """This plan with the first stage's peak learning rate ``lr`` and every other stage's

@@ -299,7 +299,8 @@ class MinrepModule(pl.LightningModule):
             for group in self.optimizers().optimizer.param_groups:
                 group["lr"] = position["lr"]
                 group["betas"] = (position["momentum"], group["betas"][1])
-        loss, _ = self.model.loss(batch, self.beta)
+        decorrelation = position["decorrelation"] if self.follow_plan else 0.0
+        loss, _ = self.model.loss(batch, self.beta, decorrelation)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss ({loss.item()}) at epoch {self.current_epoch + 1}, batch "
