@@ -668,3 +668,51 @@ def test_learning_rate_finder(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert "suggested learning rate" in result.output
     assert (tmp_path / "lr" / "figures" / "lr_find.png").is_file()
+
+
+def test_a_proposal_stage_keeps_the_weights_with_the_lower_held_out_loss(
+    tiny, tmp_path, monkeypatch
+):
+    # The weights are wrecked as stage 2 begins (noise of sd 0.1 on every weight) and stage 2,
+    # a proposal against stage 1 at the same beta, cannot repair them in one epoch at a tiny
+    # rate: stage 1's weights come back, and the last row describes them.
+    wrecked = Plan([Stage(2, 1e-3), Stage(1, 1e-3, 1e-6, "constant", compare_with=1)])
+    start_epoch = train.MinrepModule.on_train_epoch_start
+
+    def wreck(module):
+        start_epoch(module)
+        if module.current_epoch == 2:
+            with torch.no_grad():
+                for weights in module.model.parameters():
+                    weights.add_(0.1 * torch.randn_like(weights))
+
+    monkeypatch.setattr(train.MinrepModule, "on_train_epoch_start", wreck)
+    run = tmp_path / "wrecked"
+    result = train.train(tiny, run, config(plan=wrecked), progress=False)
+    history = read_history(run)
+    stage_one, last = history[1], history[-1]
+    assert len(history) == 3
+    assert "stage 1's weights restored" in last["note"]
+    assert float(last["val_loss"]) == pytest.approx(float(stage_one["val_loss"]), abs=1e-6)
+    assert last["surviving"] == stage_one["surviving"]
+    final, saved = load_model(run).state_dict(), load_model(run / "stages" / "stage-1").state_dict()
+    for name, weights in saved.items():
+        torch.testing.assert_close(final[name], weights, rtol=0, atol=0)
+    assert result.dimension.dimension == int(last["effective_dimension"])
+    # A proposal that does better is kept.
+    monkeypatch.setattr(train.MinrepModule, "on_train_epoch_start", start_epoch)
+    better = Plan([Stage(1, 1e-3, 1e-4), Stage(2, 1e-3, compare_with=1)])
+    run = tmp_path / "better"
+    train.train(tiny, run, config(plan=better), progress=False)
+    history = read_history(run)
+    assert float(history[-1]["val_loss"]) < float(history[0]["val_loss"])
+    assert history[-1]["note"].endswith(": kept") and history[0]["note"] == ""
+
+
+def test_a_proposal_must_compare_with_an_earlier_stage_at_the_same_beta():
+    with pytest.raises(ValueError, match="stage 2: compare_with must name an earlier stage"):
+        Plan([Stage(1, 1e-3), Stage(1, 1e-3, compare_with=2)])
+    with pytest.raises(ValueError, match="same constant beta"):
+        Plan([Stage(1, 1e-3), Stage(1, 2e-3, compare_with=1)])
+    with pytest.raises(ValueError, match="compare_with must be the number of an earlier stage"):
+        Stage(1, 1e-3, compare_with=0)

@@ -148,13 +148,20 @@ POLICIES = ("one-cycle", "constant")
 @dataclass
 class Stage:
     """``epochs`` epochs with a beta schedule (epochs counted from the stage's start) and a
-    learning-rate policy: ``one-cycle`` up to ``lr`` or ``constant`` at ``lr``."""
+    learning-rate policy: ``one-cycle`` up to ``lr`` or ``constant`` at ``lr``.
+
+    ``compare_with`` (a stage number, from 1) makes this stage a proposal: at its end the
+    training keeps whichever of its weights and those at the end of that earlier stage (the
+    same constant beta) have the lower held-out loss. Paired with a stage at a higher beta in
+    between, it lets training leave a local minimum of the loss that holds a latent too many,
+    without losing a weak latent that the loss needs (docs/training-recipes.md)."""
 
     epochs: int
     beta: Constant | LinearRamp | GeometricRamp = Constant(0.0)
     lr: float = 1e-3
     policy: str = "one-cycle"
     decorrelation: float = 0.0  # weight of minrep.model.latent_covariance in the loss
+    compare_with: int | None = None
 
     def __post_init__(self):
         if _is_real(self.beta):
@@ -178,19 +185,30 @@ class Stage:
             lr=(self.lr, lambda v: v > 0, "a learning rate > 0"),
             decorrelation=(self.decorrelation, lambda v: v >= 0, "a weight >= 0"),
         )
+        if self.compare_with is not None and not (
+            _is_integer(self.compare_with) and self.compare_with >= 1
+        ):
+            raise ValueError(
+                f"compare_with must be the number of an earlier stage (from 1), got "
+                f"{self.compare_with!r}"
+            )
 
     def to_dict(self) -> dict:
         beta = schedule_to_dict(self.beta)
         out = {"epochs": self.epochs, "beta": beta, "lr": self.lr, "policy": self.policy}
-        if self.decorrelation:  # absent in plans written before it existed
+        # Absent when unused, as in plans written before they existed.
+        if self.decorrelation:
             out["decorrelation"] = self.decorrelation
+        if self.compare_with is not None:
+            out["compare_with"] = self.compare_with
         return out
 
     @classmethod
     def from_dict(cls, values: dict) -> Stage:
         if not isinstance(values, dict):
             raise ValueError(
-                f"a stage is a mapping (epochs, beta, lr, policy, decorrelation), got {values!r}"
+                "a stage is a mapping (epochs, beta, lr, policy, decorrelation, compare_with), "
+                f"got {values!r}"
             )
         unknown = sorted(map(str, set(values) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
@@ -208,6 +226,34 @@ class Plan:
     """The whole schedule: stages run one after the other."""
 
     stages: list[Stage]
+
+    def __post_init__(self):
+        for number, stage in enumerate(self.stages, start=1):
+            if stage.compare_with is None:
+                continue
+            if stage.compare_with >= number:
+                raise ValueError(
+                    f"stage {number}: compare_with must name an earlier stage, got "
+                    f"{stage.compare_with}"
+                )
+            earlier = self.stages[stage.compare_with - 1]
+            if not (
+                isinstance(stage.beta, Constant)
+                and isinstance(earlier.beta, Constant)
+                and stage.beta == earlier.beta
+            ):
+                raise ValueError(
+                    f"stage {number}: compare_with={stage.compare_with} compares held-out "
+                    f"losses, so both stages need the same constant beta"
+                )
+
+    def compared_stage(self, epoch: int) -> int | None:
+        """The stage (from 1) whose weights compete with the weights after ``epoch`` (counted
+        from 1), or None: only at the end of a stage with ``compare_with``."""
+        ends = self.stage_ends()
+        if epoch not in ends:
+            return None
+        return self.stages[ends.index(epoch)].compare_with
 
     @property
     def epochs(self) -> int:

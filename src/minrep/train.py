@@ -361,6 +361,25 @@ class MinrepModule(pl.LightningModule):
         )  # the order of LatentMoments.to_vector
 
     def on_validation_epoch_end(self):
+        self._reduce_validation()
+        self.log("val_nll", self.val_metrics["val_nll"], prog_bar=True, sync_dist=False)
+        survivors = float(len(surviving(self.val_metrics["kl_per_latent"])))
+        self.log("survivors", survivors, prog_bar=True, sync_dist=False)
+
+    def revalidate(self) -> None:
+        """Run the validation again (after the weights changed outside the loop), in every
+        process: new ``val_metrics``."""
+        training = self.model.training
+        self.model.eval()
+        self.on_validation_epoch_start()
+        validation = self.datasets[1]
+        with torch.no_grad():
+            for i in range(len(validation)):
+                self.validation_step(validation[i].to(self.device), i)
+        self._reduce_validation()
+        self.model.train(training)
+
+    def _reduce_validation(self) -> None:
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
         count = sums[0]
         kl = (sums[3:] / count).tolist()
@@ -374,8 +393,6 @@ class MinrepModule(pl.LightningModule):
             "kl_per_latent": kl,
             "dimension": dimension,
         }
-        self.log("val_nll", self.val_metrics["val_nll"], prog_bar=True, sync_dist=False)
-        self.log("survivors", float(len(surviving(kl))), prog_bar=True, sync_dist=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,6 +430,7 @@ def _upgrade_rows(rows: list[dict]) -> list[dict]:
         before = row["elapsed_seconds"]
         if "effective_dimension" not in row:  # begun before the effective dimension
             row = _with_dimension_columns(row)
+        row.setdefault("note", "")  # begun before proposal stages
         upgraded.append(row)
     return upgraded
 
@@ -476,11 +494,38 @@ class RunDirectory(Callback):
             "redundant": " ".join(map(str, module.val_metrics["dimension"].redundant_latents)),
             "epoch_seconds": now - self.epoch_started,
             "elapsed_seconds": self.offset + now - self.started,
+            "note": "",
         }
         return {k: _plain(v) for k, v in row.items()}
 
+    def _compare(self, trainer: pl.Trainer, module: MinrepModule, row: dict, earlier: int):
+        """End of a proposal stage (``Stage.compare_with``): keep its weights or restore those
+        at the end of stage ``earlier``, whichever has the lower held-out loss; the row then
+        describes the weights kept, and its note says what happened."""
+        end = module.plan.stage_ends()[earlier - 1]
+        before = next(r for r in self.rows if r["epoch"] == end)
+        proposal = (
+            f"stage {row['stage']}: held-out loss {row['val_loss']:.5f} with "
+            f"{row['n_surviving']} latents against {before['val_loss']:.5f} with "
+            f"{before['n_surviving']} at the end of stage {earlier}"
+        )
+        if row["val_loss"] <= before["val_loss"]:
+            return {**row, "note": proposal + ": kept"}
+        saved = checkpoint.load_model(self.run_dir / "stages" / f"stage-{earlier}")
+        module.model.load_state_dict(saved.state_dict())
+        module.revalidate()
+        restored = self._row(trainer, module)
+        restored["epoch_seconds"], restored["elapsed_seconds"] = (
+            row["epoch_seconds"],
+            row["elapsed_seconds"],
+        )
+        return {**restored, "note": proposal + f": stage {earlier}'s weights restored"}
+
     def on_train_epoch_end(self, trainer: pl.Trainer, module: MinrepModule) -> None:
         row = self._row(trainer, module)
+        earlier = module.plan.compared_stage(row["epoch"])
+        if earlier is not None:
+            row = self._compare(trainer, module, row, earlier)
         self.rows.append(row)
         ckpt = self.run_dir / "checkpoints" / "last.ckpt"
         tmp = ckpt.with_suffix(".ckpt.tmp")
@@ -523,6 +568,7 @@ def epoch_line(row: dict, epochs: int) -> str:
         f"{row['val_nll']:.4f}" + ("" if math.isnan(exact) else f" (exact {exact:.4f})") + ", "
         f"{row['n_surviving']} surviving latents [{row['surviving']}], "
         f"effective dimension {row['effective_dimension']}, {row['epoch_seconds']:.1f} s"
+        + (f"; {row['note']}" if row.get("note") else "")
     )
 
 
