@@ -128,8 +128,9 @@ def main(argv=None) -> None:
     output = args.output or Path("docs/results") / f"seed_study_{name}.json"
     previous = json.loads(output.read_text())["runs"] if output.exists() else []
     runs = {(r["process"], r["seed"]): r for r in previous}
-    for process in args.processes:
-        for seed in args.seeds:
+    # Seed by seed, so that a study stopped early has every process.
+    for seed in args.seeds:
+        for process in args.processes:
             run_dir, commands = train_run(process, seed, args.recipe, args.workdir)
             runs[(process, seed)] = {
                 "process": process,
