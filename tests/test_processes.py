@@ -22,6 +22,7 @@ import minrep.processes as processes
 from minrep.processes import (
     SimulationError,
     check_parameters,
+    displacement_covariance,
     exact_nll,
     expected_exact_nll,
     fgn_autocovariance,
@@ -263,7 +264,9 @@ def _force_cholesky(monkeypatch):
         calls.append(a.shape)
         return original(a)
 
-    monkeypatch.setattr(processes, "_circulant_sqrt_eigenvalues", lambda alpha, n: None)
+    monkeypatch.setattr(
+        processes, "_circulant_sqrt_eigenvalues", lambda alpha, n, exposure=0.0: None
+    )
     monkeypatch.setattr(processes.np.linalg, "cholesky", spy)
     return calls
 
@@ -622,3 +625,148 @@ def test_memory_irrelevant_at_alpha_one():
     ]
     np.testing.assert_allclose(values, values[0], rtol=1e-14)
     assert values[0] == pytest.approx(0.5 * math.log(2 * math.pi * math.e * 2.0), rel=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. The measurement: localisation noise and motion blur
+
+
+def position_kernel(process: str, alpha: float):
+    """Covariance of the true positions x(s), x(t) at D = 1, written out again."""
+    if process == "sbm":
+        return lambda s, t: 2 * min(s, t) ** alpha
+    return lambda s, t: s**alpha + t**alpha - abs(t - s) ** alpha
+
+
+def brute_force_covariance(process, alpha, n_steps, exposure, noise):
+    """The observed displacements' covariance by adaptive numerical integration of the
+    position covariance over every pair of exposure windows (independent of the closed
+    forms), then differencing, plus the noise of each frame."""
+    import scipy.integrate
+
+    kernel = position_kernel(process, alpha)
+    f, frames = exposure, n_steps + 1
+    positions = np.empty((frames, frames))
+    options = {"epsabs": 1e-13, "epsrel": 1e-13}
+    for j in range(frames):
+        for k in range(j, frames):
+            if j == k:  # twice the triangle t > s: the kink at s = t on its edge
+                value, _ = scipy.integrate.dblquad(
+                    lambda t, s: kernel(s, t), j, j + f, lambda s: s, j + f, **options
+                )
+                value *= 2
+            else:
+                value, _ = scipy.integrate.dblquad(
+                    lambda t, s: kernel(s, t), j, j + f, k, k + f, **options
+                )
+            positions[j, k] = positions[k, j] = value / f**2
+    positions += noise**2 * np.eye(frames)
+    return positions[1:, 1:] - positions[1:, :-1] - positions[:-1, 1:] + positions[:-1, :-1]
+
+
+@pytest.mark.parametrize(
+    ("process", "alpha"), [("bm", 1.0), ("fbm", 0.3), ("fbm", 1.7), ("sbm", 0.5), ("sbm", 1.5)]
+)
+@pytest.mark.parametrize("exposure", [0.3, 1.0])
+def test_blurred_noisy_covariance_equals_brute_force_integration(process, alpha, exposure):
+    n_steps, noise = 5, 0.4
+    exact = displacement_covariance(process, alpha, n_steps, 1.0, noise, exposure)
+    brute = brute_force_covariance(process, alpha, n_steps, exposure, noise)
+    np.testing.assert_allclose(exact, brute, rtol=0, atol=1e-8)
+
+
+def test_blurred_bm_has_the_published_moments():
+    # Savin and Doyle (2005), Berglund (2010): exposure f gives Var(dy) = 2D (1 - f/3) and a
+    # lag-1 covariance 2D f/6; with localisation error sigma, 2 sigma^2 and -sigma^2 more.
+    for f, sigma in ((1.0, 0.0), (0.5, 0.0), (0.5, 0.3)):
+        cov = displacement_covariance("bm", 1.0, 6, 2.0, sigma, f)
+        np.testing.assert_allclose(np.diag(cov), 4 * (1 - f / 3) + 2 * sigma**2, rtol=1e-12)
+        np.testing.assert_allclose(np.diag(cov, 1), 4 * f / 6 - sigma**2, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.triu(cov, 2), 0, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 1.8])
+@pytest.mark.parametrize("exposure", [1e-3, 0.5, 1.0])
+def test_blurred_fgn_autocovariance_to_long_lags(alpha, exposure):
+    # The closed form in 60-digit decimal arithmetic against the float64 result, which uses a
+    # series at long lags (the closed form loses (u / f)^2 of its digits there); and a short
+    # exposure nearly the unblurred autocovariance.
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 60
+    a, f = Decimal(repr(alpha)), Decimal(repr(exposure))
+
+    def g(v):
+        return abs(v) ** (a + 2) / ((a + 1) * (a + 2)) if v != 0 else Decimal(0)
+
+    def w(u):
+        return (g(u + f) - 2 * g(u) + g(u - f)) / f**2
+
+    lags = np.array([0, 1, 2, 3, 7, 40, 300, 1000])
+    precise = [
+        float(w(Decimal(int(k) + 1)) - 2 * w(Decimal(int(k))) + w(Decimal(abs(int(k) - 1))))
+        for k in lags
+    ]
+    computed = fgn_autocovariance(alpha, lags, 1.0, exposure)
+    np.testing.assert_allclose(computed, precise, rtol=1e-9, atol=1e-13)
+    if exposure == 1e-3:
+        # The blur changes lag 0 by at most 2 W(0) + O(f^2) <= 2 f^alpha, the rest by O(f^2).
+        unblurred = fgn_cov_hand(alpha, lags)
+        assert abs(computed[0] - unblurred[0]) <= 2 * exposure**alpha + 1e-5
+        np.testing.assert_allclose(computed[2:], unblurred[2:], rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("process", "alpha"), [("bm", None), ("fbm", 0.5), ("fbm", 1.5), ("sbm", 0.6), ("sbm", 1.4)]
+)
+def test_simulated_measurement_has_the_exact_covariance(process, alpha):
+    n_steps, D, noise, exposure = 8, 0.5, 0.3, 0.7
+    x = simulate(
+        process,
+        alpha,
+        D,
+        n_steps,
+        n=20_000,
+        seed=5,
+        dtype=np.float64,
+        noise=noise,
+        exposure=exposure,
+    )
+    cov = displacement_covariance(process, alpha or 1.0, n_steps, D, noise, exposure)
+    assert_covariance_matrix(x[:, 0], cov)
+
+
+def test_measurement_per_trajectory_and_unchanged_bytes_without_it():
+    alpha, D = np.array([0.5, 1.5, 0.5]), np.array([1.0, 0.1, 2.0])
+    plain = simulate("fbm", alpha, D, 16, seed=3)
+    assert np.array_equal(simulate("fbm", alpha, D, 16, seed=3, noise=0.0, exposure=0.0), plain)
+    noisy = simulate("sbm", alpha, D, 16, seed=3, noise=[0.0, 0.1, 0.2], exposure=[0, 1, 0.5])
+    assert noisy.shape == (3, 1, 16) and np.isfinite(noisy).all()
+    with pytest.raises(SimulationError, match="noise must be finite and >= 0"):
+        simulate("bm", None, 1.0, 8, n=2, noise=-0.1)
+    with pytest.raises(
+        SimulationError, match=r"exposure must be in \[0, 1\].*; trajectory 1 has 1.5"
+    ):
+        simulate("fbm", 0.5, 1.0, 8, n=2, exposure=[0.5, 1.5])
+    with pytest.raises(SimulationError, match="one value per trajectory"):
+        simulate("fbm", 0.5, 1.0, 8, n=3, noise=[0.1, 0.2])
+
+
+@pytest.mark.parametrize("process", ["bm", "fbm", "sbm"])
+@pytest.mark.parametrize("start", [0, 4])
+def test_exact_nll_with_measurement_against_the_multivariate_normal(process, start):
+    x, alpha, D = _nll_setup(process, seed=2)
+    n, dim, n_steps = x.shape
+    noise, exposure = np.array([0.2, 0.0, 0.05]), np.array([0.8, 0.4, 0.0])
+    nll = exact_nll(x, process, alpha, D, start=start, noise=noise, exposure=exposure)
+    for i in range(n):
+        cov = displacement_covariance(process, alpha[i], n_steps, D[i], noise[i], exposure[i])
+        total = 0.0
+        for c in range(dim):
+            total -= scipy.stats.multivariate_normal(cov=cov).logpdf(x[i, c])
+            if start:
+                lead = cov[:start, :start]
+                total += scipy.stats.multivariate_normal(cov=lead).logpdf(x[i, c, :start])
+        np.testing.assert_allclose(nll[i] * (n_steps - start) * dim, total, rtol=1e-9)
+    with pytest.raises(ValueError, match="memory=None"):
+        exact_nll(x, process, alpha, D, start=0, memory=3, noise=0.1)
