@@ -211,3 +211,76 @@ def test_float32_innovations_keep_the_likelihood():
         errors, v = processes.innovations(dx, "fbm", 1.8, start=0, dtype=dtype)
         chi2[dtype] = (errors.astype(np.float64) ** 2 / v).sum(axis=(1, 2))
     np.testing.assert_allclose(chi2[np.float32], chi2[np.float64], rtol=1e-5)
+
+
+@pytest.mark.parametrize("process", ["bm", "fbm", "sbm"])
+@pytest.mark.parametrize("start", [0, 3])
+def test_bayes_estimate_with_measurement_equals_the_brute_force_posterior(process, start):
+    """With localisation noise and blur: the posterior means on a small grid written out with
+    the multivariate normal density of every grid point (steps from ``start`` given the
+    earlier ones: the density of all minus that of the first ``start``)."""
+    import scipy.stats
+
+    n_steps, grid = 10, {"n_alpha": 4, "n_log10_D": 6}
+    noise, exposure = np.array([0.0, 0.02, 0.05]), np.array([0.5, 0.0, 1.0])
+    alpha = None if process == "bm" else np.array([0.4, 1.0, 1.6])
+    dx = processes.simulate(
+        process,
+        alpha,
+        1e-3,
+        n_steps,
+        3,
+        dim=2,
+        seed=8,
+        dtype=np.float64,
+        noise=noise,
+        exposure=exposure,
+    )
+    estimate = stats.bayes_estimate(
+        dx, process, (0.2, 1.8), (1e-4, 1e-2), start=start, noise=noise, exposure=exposure, **grid
+    )
+    alphas = [1.0] if process == "bm" else np.linspace(0.2, 1.8, grid["n_alpha"])
+    log10_ds = np.linspace(-4, -2, grid["n_log10_D"])
+    for i in range(3):
+        log_p, points = [], []
+        for a in alphas:
+            for log10_d in log10_ds:
+                cov = processes.displacement_covariance(
+                    process, a, n_steps, 10**log10_d, noise[i], exposure[i]
+                )
+                value = sum(scipy.stats.multivariate_normal(cov=cov).logpdf(c) for c in dx[i])
+                if start:
+                    lead = scipy.stats.multivariate_normal(cov=cov[:start, :start])
+                    value -= sum(lead.logpdf(c[:start]) for c in dx[i])
+                log_p.append(value)
+                points.append((a, log10_d))
+        weight = np.exp(np.array(log_p) - max(log_p))
+        expected = weight @ np.array(points) / weight.sum()
+        np.testing.assert_allclose([estimate[0][i], estimate[1][i]], expected, rtol=1e-9)
+
+
+def test_bayes_estimate_with_measurement_is_calibrated_and_beats_ignoring_it():
+    """Noise and blur drawn per trajectory, independently of alpha and D, known to the
+    estimate: the posterior mean is still the conditional mean of the truth (slope 1, as
+    without them), and its error is smaller than that of the estimate that ignores them
+    (measured: RMS 0.20 against 0.25 for alpha, 0.12 against 0.18 for log10 D; the RMS of
+    1500 errors is known to about 2 %)."""
+    rng = np.random.default_rng(9)
+    n_traj = 1500
+    alpha = rng.uniform(0.2, 1.8, n_traj)
+    log10_d = rng.uniform(-3, -1, n_traj)
+    noise = rng.uniform(0, 0.05, n_traj)  # reduced error sigma^2 / 2D up to 1.25
+    exposure = rng.choice([0.0, 0.5, 1.0], n_traj)
+    dx = processes.simulate("fbm", alpha, 10**log10_d, 49, seed=10, noise=noise, exposure=exposure)
+    grid = {"n_alpha": 33, "n_log10_D": 61}
+    measured = stats.bayes_estimate(
+        dx, "fbm", (0.2, 1.8), (1e-3, 1e-1), noise=noise, exposure=exposure, **grid
+    )
+    ignored = stats.bayes_estimate(dx, "fbm", (0.2, 1.8), (1e-3, 1e-1), **grid)
+    for truth, estimate, naive in zip((alpha, log10_d), measured, ignored, strict=True):
+        design = np.stack([np.ones(n_traj), estimate], axis=1)
+        coef, residual, *_ = np.linalg.lstsq(design, truth, rcond=None)
+        slope_se = np.sqrt(residual[0] / (n_traj - 2) / (n_traj * estimate.var()))
+        assert abs(coef[1] - 1) < SIGMAS * slope_se
+        rms = np.sqrt(np.mean((estimate - truth) ** 2))
+        assert rms < 0.85 * np.sqrt(np.mean((naive - truth) ** 2))
