@@ -22,6 +22,7 @@ from minrep.io import (
     Trajectories,
     TrajectoryFileError,
     atomic_write,
+    from_dataframe,
     load,
     load_npz,
     read_tracks,
@@ -558,7 +559,12 @@ def test_positions_become_displacements(tmp_path, suffix):
     assert t.labels["particle"].tolist() == [3, 7]
     assert t.labels["first_frame"].tolist() == [0, 10]
     assert "segment" not in t.labels
-    assert t.meta == {"source": str(path), "id_column": "particle", "coordinates": ["x", "y"]}
+    assert t.meta == {
+        "source": str(path),
+        "id_column": "particle",
+        "coordinates": ["x", "y"],
+        "format": "table",
+    }
 
 
 @pytest.mark.parametrize("suffix", TABLE_SUFFIXES)
@@ -1089,3 +1095,126 @@ def test_any_npz_of_finite_numbers_reads_or_is_refused_with_a_minrep_error(array
         again = load_npz(save_npz(read, Path(folder) / "again.npz"), min_steps)
         np.testing.assert_array_equal(again.displacements, read.displacements)
         np.testing.assert_array_equal(again.step_counts(), read.step_counts())
+
+
+# ---------------------------------------------------------------------------------------------
+# TrackMate, AnDi 2024 and DataFrames
+
+TRACKMATE_HEADER = (
+    "LABEL,ID,TRACK_ID,QUALITY,POSITION_X,POSITION_Y,POSITION_Z,POSITION_T,FRAME,RADIUS\n"
+    "Label,Spot ID,Track ID,Quality,X,Y,Z,T,Frame,Radius\n"
+    "Label,Spot ID,Track ID,Quality,X,Y,Z,T,Frame,R\n"
+    ",,,(quality),(micron),(micron),(micron),(sec),,(micron)\n"
+)
+TRACKMATE_SPOTS = (
+    "ID1,1,0,1.0,11.0,21.5,0.0,0.1,1,0.5\n"
+    "ID0,0,0,1.0,10.0,20.0,0.0,0.0,0,0.5\n"
+    "ID2,2,0,1.0,12.5,22.0,0.0,0.2,2,0.5\n"
+    "ID9,9,,1.0,50.0,50.0,0.0,0.0,0,0.5\n"  # in no track
+    "ID3,3,4,1.0,30.0,40.0,0.0,0.0,0,0.5\n"
+    "ID4,4,4,1.0,29.0,40.5,0.0,0.1,1,0.5\n"
+)
+
+
+def test_trackmate_spots_csv_with_its_units(tmp_path):
+    path = write_csv(tmp_path / "spots.csv", TRACKMATE_HEADER + TRACKMATE_SPOTS)
+    with pytest.warns(UserWarning, match=matching(path, "1 spots in no track skipped")):
+        t = read_tracks(path)
+    assert t.dim == 2  # POSITION_Z is 0 throughout: a 2D movie
+    np.testing.assert_array_equal(t.trajectory(0), [[1.0, 1.5], [1.5, 0.5]])  # track 0
+    np.testing.assert_array_equal(t.trajectory(1), [[-1.0], [0.5]])  # track 4
+    assert t.labels["particle"].tolist() == ["0", "4"]
+    assert t.meta["format"] == "trackmate-csv"
+    assert (t.meta["length_unit"], t.meta["time_unit"]) == ("um", "s")
+    assert t.meta["frame_interval"] == pytest.approx(0.1)
+    # Errors give the line of the file: the data start on line 5.
+    bad = TRACKMATE_SPOTS.replace("ID2,2,0,1.0,12.5", "ID2,2,0,1.0,oops")
+    path = write_csv(tmp_path / "bad.csv", TRACKMATE_HEADER + bad)
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(TrajectoryFileError, match=matching(path, "particle 0, line 7: x = 'oops'")),
+    ):
+        read_tracks(path)
+
+
+def test_trackmate_spots_csv_of_older_versions_and_3d(tmp_path):
+    # One header row and no units (TrackMate before version 7); a 3D movie keeps z.
+    spots = TRACKMATE_SPOTS.replace(",0.0,0.", ",1.0,0.").replace("ID9,9,,", "ID9,9,None,")
+    path = write_csv(tmp_path / "spots.csv", TRACKMATE_HEADER.splitlines()[0] + "\n" + spots)
+    with pytest.warns(UserWarning, match="1 spots in no track"):
+        t = read_tracks(path)
+    assert t.dim == 3 and "length_unit" not in t.meta
+    only_untracked = TRACKMATE_HEADER + "ID9,9,,1.0,50.0,50.0,0.0,0.0,0,0.5\n"
+    path = write_csv(tmp_path / "none.csv", only_untracked)
+    with pytest.raises(TrajectoryFileError, match=matching(path, "no spot belongs to a track")):
+        read_tracks(path)
+
+
+TRACKMATE_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<Tracks nTracks="2" spaceUnits="micron" frameInterval="0.05" timeUnits="sec">
+  <particle nSpots="3">
+    <detection t="1" x="11.0" y="21.0" z="0.0" />
+    <detection t="0" x="10.0" y="20.0" z="0.0" />
+    <detection t="2" x="12.5" y="22.0" z="0.0" />
+  </particle>
+  <particle nSpots="2">
+    <detection t="5" x="30.0" y="40.0" z="0.0" />
+    <detection t="6" x="30.25" y="39.0" z="0.0" />
+  </particle>
+</Tracks>
+"""
+
+
+def test_trackmate_xml_with_its_units(tmp_path):
+    path = write_csv(tmp_path / "tracks.xml", TRACKMATE_XML)
+    t = read_tracks(path)
+    assert t.dim == 2
+    np.testing.assert_array_equal(t.trajectory(0), [[1.0, 1.5], [1.0, 1.0]])
+    np.testing.assert_array_equal(t.trajectory(1), [[0.25], [-1.0]])
+    assert t.labels["first_frame"].tolist() == [0, 5]
+    assert t.meta["format"] == "trackmate-xml" and t.meta["frame_interval"] == 0.05
+    assert (t.meta["length_unit"], t.meta["time_unit"]) == ("um", "s")
+    assert load(path).meta["format"] == "trackmate-xml"
+    bad = TRACKMATE_XML.replace('x="12.5"', 'x="nan"')
+    path = write_csv(tmp_path / "bad.xml", bad)
+    with pytest.raises(TrajectoryFileError, match=matching(path, "particle 1, detection 3: x")):
+        read_tracks(path)
+    for text, reason in (
+        ("<Tracks><particle>", "not readable as XML"),
+        ("<Spots></Spots>", "the root element is <Spots>, expected <Tracks>"),
+        ("<Tracks></Tracks>", "no <particle> with a <detection>"),
+    ):
+        path = write_csv(tmp_path / "other.xml", text)
+        with pytest.raises(TrajectoryFileError, match=matching(path, reason)):
+            read_tracks(path)
+
+
+def test_andi_2024_csv(tmp_path):
+    text = "traj_idx,frame,x,y\n0,0,1.0,2.0\n0,1,1.5,2.5\n0,2,1.0,3.0\n1,0,5.0,5.0\n1,1,5.5,4.0\n"
+    t = read_tracks(write_csv(tmp_path / "trajs_fov_0.csv", text))
+    assert t.meta["id_column"] == "traj_idx" and t.dim == 2
+    np.testing.assert_array_equal(t.trajectory(1), [[0.5], [-1.0]])
+
+
+def test_trackpy_dataframe(tmp_path):
+    # trackpy's link() returns positions with columns y, x, frame, particle (and more), the
+    # index often the frame; errors name the index.
+    linked = pd.DataFrame(
+        {
+            "y": [2.0, 2.5, 3.0, 7.0, 7.5],
+            "x": [1.0, 1.5, 1.0, 5.0, 5.5],
+            "mass": [10.0] * 5,
+            "frame": [0, 1, 2, 0, 1],
+            "particle": [0, 0, 0, 3, 3],
+        },
+        index=[0, 1, 2, 0, 1],
+    )
+    t = from_dataframe(linked)
+    np.testing.assert_array_equal(t.trajectory(0), [[0.5, -0.5], [0.5, 0.5]])
+    assert t.labels["particle"].tolist() == [0, 3] and t.meta["source"] == "DataFrame"
+    broken = linked.set_index(pd.Index(["a", "b", "c", "d", "e"]))
+    broken.loc["c", "x"] = np.nan
+    with pytest.raises(TrajectoryFileError, match="linked: particle 0, index 'c': x = nan"):
+        from_dataframe(broken, name="linked")
+    with pytest.raises(TrajectoryFileError, match="expected a pandas DataFrame"):
+        from_dataframe({"x": [1.0]})

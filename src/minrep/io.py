@@ -7,8 +7,12 @@ in which case each row is padded with NaN after its last displacement.
 
 Tracking files (CSV or Parquet, as trackpy and the AnDi challenge write them) have one row per
 position and columns ``particle`` (or ``traj_idx``), ``frame``, ``x`` and, in 2D/3D, ``y``,
-``z``. Positions become displacements ``dx[t] = x[t+1] - x[t]``. Every problem with a file is
-reported as a :class:`TrajectoryFileError` that names the file, the trajectory and the row.
+``z``. TrackMate's spots CSV (``TRACK_ID``, ``FRAME``, ``POSITION_X/Y/Z``; its three rows of
+names and units under the header) and its tracks XML (``<Tracks>``, ``<particle>``,
+``<detection t x y z>``) are read too, with the units they state, and so is a DataFrame in
+memory (trackpy's, :func:`from_dataframe`). Positions become displacements
+``dx[t] = x[t+1] - x[t]``. Every problem with a file is reported as a
+:class:`TrajectoryFileError` that names the file, the trajectory and the row.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import secrets
 import stat
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +33,8 @@ import pandas as pd
 
 from minrep import MinrepError
 
-TRACK_SUFFIXES = (".csv", ".parquet", ".pq")
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")  # what write_tracks writes
+TRACK_SUFFIXES = (*TABLE_SUFFIXES, ".xml")  # what read_tracks reads
 COORDINATES = ("x", "y", "z")
 ID_COLUMNS = ("particle", "traj_idx")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest displacement a model can hold
@@ -337,18 +342,26 @@ def check_min_steps(trajectories: Trajectories, min_steps: int, source="data") -
 # Tracking files
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path) -> tuple[pd.DataFrame, Callable[[int], str], dict]:
+    """The tracking file as a table with minrep's column names, where each row is in the file
+    (row -> "line 7"), and what the file says of its format and units."""
     suffix = path.suffix.lower()
     if suffix not in TRACK_SUFFIXES:
         raise TrajectoryFileError(
-            f"{path}: unknown file type {suffix!r}; expected .npz, .csv or .parquet"
+            f"{path}: unknown file type {suffix!r}; expected .npz, .csv, .parquet or .xml"
         )
     if not path.is_file():
         raise TrajectoryFileError(f"{path}: no such file")
+    if suffix == ".xml":
+        return _read_trackmate_xml(path)
     try:
-        if suffix == ".csv":  # every number as written (pandas' default is off by an ulp in
-            return pd.read_csv(path, float_precision="round_trip")  # 1 in 6 of random floats)
-        return pd.read_parquet(path)
+        if suffix == ".csv":
+            if _is_trackmate_csv(path):
+                return _read_trackmate_csv(path)
+            # every number as written (pandas' default is off by an ulp in 1 in 6 floats)
+            table = pd.read_csv(path, float_precision="round_trip")
+            return table, lambda row: f"line {row + 2}", {"format": "table"}
+        return pd.read_parquet(path), lambda row: f"row {row}", {"format": "table"}
     except pd.errors.EmptyDataError:
         raise TrajectoryFileError(f"{path}: the file is empty") from None
     except ImportError as err:
@@ -357,6 +370,118 @@ def _read_table(path: Path) -> pd.DataFrame:
         ) from None
     except Exception as err:  # parser errors of pandas/pyarrow: report them, not a traceback
         raise TrajectoryFileError(f"{path}: cannot be read as a table ({err})") from None
+
+
+# TrackMate's names for minrep's columns, and for units it writes
+TRACKMATE_COLUMNS = {
+    "TRACK_ID": "particle",
+    "FRAME": "frame",
+    "POSITION_X": "x",
+    "POSITION_Y": "y",
+    "POSITION_Z": "z",
+}
+UNITS = {
+    "micron": "um", "microns": "um", "um": "um", "\u00b5m": "um", "\u03bcm": "um",
+    "nm": "nm", "mm": "mm", "pixel": "pixel", "pixels": "pixel",
+    "sec": "s", "s": "s", "second": "s", "seconds": "s", "ms": "ms",
+    "min": "min", "frame": "frame", "frames": "frame",
+}  # fmt: skip
+
+
+def _unit(text: str | None) -> str | None:
+    """A unit as TrackMate writes it ("(micron)", "sec") in minrep's spelling ("um", "s")."""
+    if text is None:
+        return None
+    text = str(text).strip().strip("()").strip()
+    return UNITS.get(text.lower(), text or None)
+
+
+def _is_trackmate_csv(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().strip().split(",")
+    return "TRACK_ID" in header and "POSITION_X" in header
+
+
+def _read_trackmate_csv(path: Path):
+    """TrackMate's spots table: a header, then (in TrackMate 7 and later) three rows of long
+    names, short names and units; spots in no track (empty TRACK_ID) are skipped, counted in a
+    warning; POSITION_Z is dropped when it is zero throughout (a 2D movie)."""
+    head = pd.read_csv(path, nrows=3, dtype=str, keep_default_na=False)
+    described = len(head) == 3 and head["TRACK_ID"].iloc[0].strip() == "Track ID"
+    table = pd.read_csv(path, skiprows=[1, 2, 3] if described else None,
+                        float_precision="round_trip", dtype={"TRACK_ID": str})  # fmt: skip
+    first_line = 5 if described else 2
+    lines = np.arange(len(table)) + first_line
+    track = table["TRACK_ID"].fillna("").astype(str).str.strip()
+    untracked = track.isin(["", "None"]).to_numpy()
+    if untracked.all():
+        raise TrajectoryFileError(f"{path}: no spot belongs to a track (TRACK_ID is empty)")
+    if untracked.any():
+        warnings.warn(f"{path}: {untracked.sum()} spots in no track skipped", stacklevel=4)
+    table, lines = table[~untracked].reset_index(drop=True), lines[~untracked]
+    table = table.rename(columns=TRACKMATE_COLUMNS)
+    table["particle"] = track[~untracked].to_numpy()
+    table = _without_flat_z(table)
+    meta = {"format": "trackmate-csv"}
+    if described:
+        units = head.iloc[2]
+        meta["length_unit"] = _unit(units.get("POSITION_X"))
+        meta["time_unit"] = _unit(units.get("POSITION_T"))
+    meta["frame_interval"] = _frame_interval(path, table)
+    return table, lambda row: f"line {lines[row]}", meta
+
+
+def _without_flat_z(table: pd.DataFrame) -> pd.DataFrame:
+    z = pd.to_numeric(table.get("z"), errors="coerce") if "z" in table.columns else None
+    if z is not None and (z == 0).all():
+        return table.drop(columns="z")
+    return table
+
+
+def _frame_interval(path: Path, table: pd.DataFrame) -> float | None:
+    """Seconds (or the file's time unit) per frame from POSITION_T / FRAME, if they say it."""
+    if "POSITION_T" not in table.columns:
+        return None
+    time = pd.to_numeric(table["POSITION_T"], errors="coerce").to_numpy(dtype=float)
+    frame = pd.to_numeric(table["frame"], errors="coerce").to_numpy(dtype=float)
+    usable = np.isfinite(time) & np.isfinite(frame) & (frame != 0)
+    if not usable.any():
+        return None
+    return float(np.median(time[usable] / frame[usable]))
+
+
+def _read_trackmate_xml(path: Path):
+    """TrackMate's tracks XML: ``<Tracks spaceUnits timeUnits frameInterval>`` holding one
+    ``<particle>`` per track of ``<detection t x y z>`` (t the frame). Parsed by the standard
+    library, which expands no external entity."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as err:
+        raise TrajectoryFileError(f"{path}: not readable as XML ({err})") from None
+    if root.tag != "Tracks":
+        raise TrajectoryFileError(
+            f"{path}: not a TrackMate tracks file: the root element is <{root.tag}>, "
+            f"expected <Tracks>"
+        )
+    rows, places = [], []
+    for k, particle in enumerate(root.iter("particle")):
+        for j, detection in enumerate(particle.iter("detection")):
+            values = {c: detection.get(c) for c in ("t", "x", "y", "z")}
+            rows.append({"particle": k, "frame": values.pop("t"), **values})
+            places.append(f"particle {k + 1}, detection {j + 1}")
+    if not rows:
+        raise TrajectoryFileError(f"{path}: the file holds no <particle> with a <detection>")
+    table = _without_flat_z(pd.DataFrame(rows).dropna(axis=1, how="all"))
+    interval = root.get("frameInterval")
+    meta = {
+        "format": "trackmate-xml",
+        "length_unit": _unit(root.get("spaceUnits")),
+        "time_unit": _unit(root.get("timeUnits")),
+        "frame_interval": float(interval) if interval is not None else None,
+    }
+    return table, lambda row: places[row], meta
 
 
 @dataclass
@@ -386,7 +511,7 @@ class _Runs:
         )
 
 
-def _track_columns(path: Path, table: pd.DataFrame) -> tuple[str, list[str]]:
+def _track_columns(source: str, table: pd.DataFrame) -> tuple[str, list[str]]:
     """The particle id column and the coordinate columns, or an error naming what is missing."""
     id_column = next((c for c in ID_COLUMNS if c in table.columns), None)
     coords = [c for c in COORDINATES if c in table.columns]
@@ -396,13 +521,13 @@ def _track_columns(path: Path, table: pd.DataFrame) -> tuple[str, list[str]]:
     missing += [f"{c} (found {', '.join(coords)})" for c in needed[1:] if c not in coords]
     if missing:
         raise TrajectoryFileError(
-            f"{path}: missing column(s) {', '.join(missing)}; "
+            f"{source}: missing column(s) {', '.join(missing)}; "
             f"found {', '.join(map(str, table.columns))}"
         )
     return id_column, coords
 
 
-def _numbers(path: Path, table: pd.DataFrame, ids, columns, where) -> dict[str, np.ndarray]:
+def _numbers(source: str, table: pd.DataFrame, ids, columns, where) -> dict[str, np.ndarray]:
     """``columns`` as float64, every value finite, frames integers; else the first bad row."""
     numbers = {}
     for column in columns:
@@ -413,7 +538,7 @@ def _numbers(path: Path, table: pd.DataFrame, ids, columns, where) -> dict[str, 
             value = table[column].iloc[row]  # as written (numpy 2 would repr np.float64(nan))
             value = value.item() if isinstance(value, np.generic) else value
             raise TrajectoryFileError(
-                f"{path}: particle {ids[row]}, {where(row)}: {column} = {value!r}"
+                f"{source}: particle {ids[row]}, {where(row)}: {column} = {value!r}"
                 f" is not a finite number ({bad.sum()} such value(s) in column {column})"
             )
         numbers[column] = values
@@ -421,19 +546,19 @@ def _numbers(path: Path, table: pd.DataFrame, ids, columns, where) -> dict[str, 
     if (frames != np.round(frames)).any():
         row = int(np.flatnonzero(frames != np.round(frames))[0])
         raise TrajectoryFileError(
-            f"{path}: particle {ids[row]}, {where(row)}: frame {frames[row]} is not an integer"
+            f"{source}: particle {ids[row]}, {where(row)}: frame {frames[row]} is not an integer"
         )
     if (np.abs(frames) > MAX_FRAME).any():
         row = int(np.flatnonzero(np.abs(frames) > MAX_FRAME)[0])
         raise TrajectoryFileError(
-            f"{path}: particle {ids[row]}, {where(row)}: frame {frames[row]:.4g} is beyond the "
+            f"{source}: particle {ids[row]}, {where(row)}: frame {frames[row]:.4g} is beyond the "
             f"frame numbers that can be told apart (|frame| <= 2**53)"
         )
     numbers["frame"] = frames.astype(np.int64)
     return numbers
 
 
-def _runs(path: Path, ids, frames, split_gaps: bool, where) -> _Runs:
+def _runs(source: str, ids, frames, split_gaps: bool, where) -> _Runs:
     """Trajectories as runs of consecutive frames of one particle; a repeated frame is an
     error, and so is a gap unless ``split_gaps`` (a new trajectory starts after it)."""
     order = np.lexsort((frames, pd.factorize(ids, sort=True)[0]))
@@ -444,14 +569,14 @@ def _runs(path: Path, ids, frames, split_gaps: bool, where) -> _Runs:
     if repeated.size:
         j = int(repeated[0])
         raise TrajectoryFileError(
-            f"{path}: particle {ids_sorted[j]} has frame {frames_sorted[j]} twice "
+            f"{source}: particle {ids_sorted[j]} has frame {frames_sorted[j]} twice "
             f"({where(int(order[j]))} and {where(int(order[j + 1]))})"
         )
     gaps = np.flatnonzero(same & (step > 1))
     if gaps.size and not split_gaps:
         j = int(gaps[0])
         raise TrajectoryFileError(
-            f"{path}: particle {ids_sorted[j]} jumps from frame {frames_sorted[j]} to "
+            f"{source}: particle {ids_sorted[j]} jumps from frame {frames_sorted[j]} to "
             f"{frames_sorted[j + 1]} ({where(int(order[j + 1]))}); frames must be consecutive "
             f"(or pass split_gaps / --split-gaps to cut trajectories at gaps)"
         )
@@ -465,7 +590,7 @@ def _runs(path: Path, ids, frames, split_gaps: bool, where) -> _Runs:
     return _Runs(order, starts, ends, particle, frames_sorted[starts], segment)
 
 
-def _long_enough(path: Path, runs: _Runs, min_steps: int, on_short: str, where) -> _Runs:
+def _long_enough(source: str, runs: _Runs, min_steps: int, on_short: str, where) -> _Runs:
     """The runs with at least ``min_steps`` displacements; the others raise (``on_short``
     "error") or are dropped with a warning that counts them ("skip")."""
     short = runs.n_steps < min_steps
@@ -473,7 +598,7 @@ def _long_enough(path: Path, runs: _Runs, min_steps: int, on_short: str, where) 
         return runs
     k = int(np.flatnonzero(short)[0])
     message = (
-        f"{path}: {short.sum()} trajector{'y has' if short.sum() == 1 else 'ies have'} fewer "
+        f"{source}: {short.sum()} trajector{'y has' if short.sum() == 1 else 'ies have'} fewer "
         f"than the minimum of {min_steps} displacements ({min_steps + 1} positions); the first"
         f" is particle {runs.particle[k]} ({where(int(runs.order[runs.starts[k]]))}) with "
         f"{runs.n_steps[k] + 1} position(s)"
@@ -482,11 +607,11 @@ def _long_enough(path: Path, runs: _Runs, min_steps: int, on_short: str, where) 
         raise TrajectoryFileError(message)
     warnings.warn(message + ": skipped", stacklevel=3)
     if short.all():
-        raise TrajectoryFileError(f"{path}: no trajectory is long enough ({min_steps} steps)")
+        raise TrajectoryFileError(f"{source}: no trajectory is long enough ({min_steps} steps)")
     return runs.subset(~short)
 
 
-def _displacements(path: Path, runs: _Runs, coordinates: list[np.ndarray], where) -> np.ndarray:
+def _displacements(source: str, runs: _Runs, coordinates: list[np.ndarray], where) -> np.ndarray:
     """The runs' displacements, float32 ``(n, dim, longest)`` padded with NaN; a displacement
     too large for float32 (or for float64: positions of +-1e308) is an error naming its row."""
     positions = np.stack([values[runs.order] for values in coordinates])  # (dim, rows), sorted
@@ -504,19 +629,19 @@ def _displacements(path: Path, runs: _Runs, coordinates: list[np.ndarray], where
         value = increments[component, runs.starts[k] + t]
         count = int(bad.any(axis=(1, 2)).sum())
         raise TrajectoryFileError(
-            f"{path}: particle {runs.particle[k]}, {where(row)}: the {COORDINATES[component]} "
+            f"{source}: particle {runs.particle[k]}, {where(row)}: the {COORDINATES[component]} "
             f"displacement from the previous frame ({float(value):.4g}) is too large for "
             f"float32 (largest {FLOAT32_MAX:.4g}); rescale the coordinates (other length units)"
             + ("" if count == 1 else f" ({count} trajectories have such displacements)")
         )
-    _check_resolution(path, runs, positions, dx, where)
+    _check_resolution(source, runs, positions, dx, where)
     return dx
 
 
 RESOLUTION = 2.0**-10  # the coarsest float64 spacing of positions, relative to the RMS step
 
 
-def _check_resolution(path: Path, runs: _Runs, positions: np.ndarray, dx: np.ndarray, where):
+def _check_resolution(source: str, runs: _Runs, positions: np.ndarray, dx: np.ndarray, where):
     """Refuse a trajectory whose positions are so large next to its displacements that float64
     holds the displacements to less than 1/1000 of their RMS (coordinates of 1e12 moving by
     0.01, or of 1e300 moving by 1e285): they would be read as steps of whole float64
@@ -533,7 +658,7 @@ def _check_resolution(path: Path, runs: _Runs, positions: np.ndarray, dx: np.nda
         k = int(coarse[0])
         row = int(runs.order[runs.starts[k]])
         raise TrajectoryFileError(
-            f"{path}: particle {runs.particle[k]} ({where(row)}): positions as large as "
+            f"{source}: particle {runs.particle[k]} ({where(row)}): positions as large as "
             f"{largest[k]:.4g} hold its displacements (RMS {rms[k]:.4g}) only to steps of "
             f"{spacing[k]:.4g}; subtract an offset from the coordinates"
             + ("" if coarse.size == 1 else f" ({coarse.size} trajectories are like it)")
@@ -547,49 +672,72 @@ def read_tracks(
     min_steps: int = 1,
     on_short: str = "error",
 ) -> Trajectories:
-    """Read a tracking file (CSV or Parquet) into displacements.
+    """Read a tracking file (CSV, Parquet, TrackMate CSV or XML) into displacements.
 
     Trajectories may differ in length (the result is then ragged). A gap in the frames of a
     particle is an error unless ``split_gaps``, which starts a new trajectory after it (label
     ``segment`` counts the pieces). Trajectories with fewer than ``min_steps`` displacements
     raise (``on_short="error"``) or are dropped with a warning that gives their number
-    (``on_short="skip"``). Labels: ``particle`` (the id in the file) and ``first_frame``.
+    (``on_short="skip"``). Labels: ``particle`` (the id in the file) and ``first_frame``;
+    ``meta`` says the format and, where the file states them, ``length_unit``, ``time_unit``
+    and ``frame_interval``.
     """
+    path = Path(path)
+    table, where, meta = _read_table(path)
+    return _tracks(table, str(path), where, meta, split_gaps, min_steps, on_short)
+
+
+def from_dataframe(
+    table: pd.DataFrame,
+    *,
+    name: str = "DataFrame",
+    split_gaps: bool = False,
+    min_steps: int = 1,
+    on_short: str = "error",
+) -> Trajectories:
+    """Trajectories from a table in memory with the columns of a tracking file, such as the
+    DataFrame of linked positions trackpy returns (``particle``, ``frame``, ``x``, ``y``);
+    as :func:`read_tracks`, with errors naming ``name`` and the table's index."""
+    if not isinstance(table, pd.DataFrame):
+        raise TrajectoryFileError(f"{name}: expected a pandas DataFrame, got {type(table)}")
+    index = table.index
+
+    def where(row: int) -> str:
+        return f"index {index[row]!r}"
+
+    table = table.reset_index(drop=True)
+    return _tracks(table, name, where, {"format": "table"}, split_gaps, min_steps, on_short)
+
+
+def _tracks(table, source, where, meta, split_gaps, min_steps, on_short) -> Trajectories:
     if on_short not in ("error", "skip"):
         raise ValueError(f"on_short must be 'error' or 'skip', got {on_short!r}")
-    path = Path(path)
-    table = _read_table(path)
-    csv = path.suffix.lower() == ".csv"
-
-    def where(row: int) -> str:  # rows as a person finds them in the file
-        return f"line {row + 2}" if csv else f"row {row}"
-
     if len(table) == 0:
-        raise TrajectoryFileError(f"{path}: the file has a header but no rows")
-    id_column, coords = _track_columns(path, table)
+        raise TrajectoryFileError(f"{source}: the file has a header but no rows")
+    id_column, coords = _track_columns(source, table)
     ids = table[id_column].to_numpy()
     if pd.isna(ids).any():
         row = int(np.flatnonzero(pd.isna(ids))[0])
-        raise TrajectoryFileError(f"{path}: {where(row)} has no {id_column}")
-    numbers = _numbers(path, table, ids, ["frame", *coords], where)
-    runs = _runs(path, ids, numbers["frame"], split_gaps, where)
-    runs = _long_enough(path, runs, min_steps, on_short, where)
-    dx = _displacements(path, runs, [numbers[c] for c in coords], where)
+        raise TrajectoryFileError(f"{source}: {where(row)} has no {id_column}")
+    numbers = _numbers(source, table, ids, ["frame", *coords], where)
+    runs = _runs(source, ids, numbers["frame"], split_gaps, where)
+    runs = _long_enough(source, runs, min_steps, on_short, where)
+    dx = _displacements(source, runs, [numbers[c] for c in coords], where)
     labels = {"particle": runs.particle, "first_frame": runs.first_frame}
     if split_gaps:
         labels["segment"] = runs.segment
-    meta = {"source": str(path), "id_column": id_column, "coordinates": coords}
+    meta = {"source": source, "id_column": id_column, "coordinates": coords, **meta}
     try:
         return Trajectories(dx, labels, meta, lengths=runs.n_steps)
     except TrajectoryFileError as err:
-        raise TrajectoryFileError(f"{path}: {err}") from None
+        raise TrajectoryFileError(f"{source}: {err}") from None
 
 
 def write_tracks(trajectories: Trajectories, path) -> Path:
     """Write trajectories as a tracking file (CSV or Parquet by suffix), positions starting
     at 0, atomically. Labels ``particle`` and ``first_frame`` are used when present."""
     path = Path(path)
-    if path.suffix.lower() not in TRACK_SUFFIXES:
+    if path.suffix.lower() not in TABLE_SUFFIXES:
         raise TrajectoryFileError(f"{path}: tracking files end in .csv or .parquet")
     particle = trajectories.labels.get("particle", np.arange(len(trajectories)))
     first = trajectories.labels.get("first_frame", np.zeros(len(trajectories), dtype=np.int64))
