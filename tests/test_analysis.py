@@ -452,6 +452,10 @@ def test_a_model_is_judged_on_its_own_training_range():
     )
     assert not assumed.metrics["training_range_recorded"]
     assert assumed.metrics["n_in_training_range"] == 24
+    # Without the generation check (scripts/seed_study.py): the same numbers, no generation.
+    quick = analysis.analyze(model, data, progress=False, check_generation=False)
+    assert quick.generation is None and "generation" not in quick.metrics
+    assert quick.metrics["kl_per_latent"] == assumed.metrics["kl_per_latent"]
 
 
 def test_analysis_refuses_bad_test_sets():
