@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from minrep.datasets import PRESETS, make_dataset, parse_values, preset_grid
+from minrep.datasets import PRESETS, GridError, make_dataset, parse_values, preset_grid
 from minrep.io import Trajectories
 from minrep.processes import SimulationError, simulate
 
@@ -195,3 +195,23 @@ def test_make_dataset_no_seed_is_fresh_randomness():
     assert not np.array_equal(a.displacements, b.displacements)
     assert not np.array_equal(a.displacements, make_dataset("fbm", seed=0, **kwargs).displacements)
     assert a.meta["seed"] is None
+
+
+def test_measurement_drawn_per_trajectory_and_labelled():
+    plain = make_dataset("fbm", "small", n_per_cell=5, seed=4)
+    measured = make_dataset("fbm", "small", n_per_cell=5, seed=4, noise=(0.0, 0.01), exposure=1.0)
+    assert "noise" not in plain.labels
+    noise, exposure = measured.labels["noise"], measured.labels["exposure"]
+    assert noise.min() >= 0 and noise.max() <= 0.01 and np.unique(noise).size == noise.size
+    assert (exposure == 1.0).all()
+    assert measured.meta["measurement"] == {"noise": [0.0, 0.01], "exposure": [1.0]}
+    # The same seed gives the same measurement, and the noise its own stream: without it the
+    # displacements are those of earlier versions.
+    again = make_dataset("fbm", "small", n_per_cell=5, seed=4, noise=(0.0, 0.01), exposure=1.0)
+    assert np.array_equal(again.displacements, measured.displacements)
+    assert np.array_equal(again.labels["noise"], noise)
+    assert not np.array_equal(plain.displacements, measured.displacements)
+    for bad, field in (({"noise": -1.0}, "noise"), ({"exposure": (0.5, 0.2)}, "exposure")):
+        with pytest.raises(GridError) as caught:
+            make_dataset("fbm", "small", n_per_cell=2, **bad)
+        assert caught.value.field == field

@@ -186,6 +186,17 @@ def check_output(
     return path
 
 
+def parse_range(spec: str | None, option: str):
+    """``"0.02"`` or ``"0:0.05"`` (:func:`minrep.datasets.parse_range`); errors name
+    ``option``."""
+    if spec is None:
+        return 0.0
+    try:
+        return datasets.parse_range(spec)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=f"'{option}'") from None
+
+
 def parse_values(
     spec: str | None, log: bool = False, option: str | None = None
 ) -> tuple[float, ...] | None:
@@ -268,6 +279,8 @@ GRID_OPTIONS = {
     "seed": "--seed",
     "preset": "--preset",
     "backend": "--backend",
+    "noise": "--noise",
+    "exposure": "--exposure",
 }
 """The option of each dataset field (for errors from :mod:`minrep.datasets`)."""
 
@@ -303,6 +316,14 @@ def simulate(
     float64: Annotated[
         bool, typer.Option(help="store float64 internally (file is float32)")
     ] = False,
+    noise: Annotated[
+        str | None,
+        typer.Option(help="localisation error (sd per coordinate): 0.01 | 0:0.05 (per track)"),
+    ] = None,
+    exposure: Annotated[
+        str | None,
+        typer.Option(help="motion blur, fraction of a frame: 1 | 0:1 (drawn per track)"),
+    ] = None,
 ):
     """Simulate a labelled dataset on a parameter grid and write it as .npz."""
     with _user_errors(**GRID_OPTIONS):
@@ -335,6 +356,8 @@ def simulate(
             backend=backend,
             dtype=np.float64 if float64 else np.float32,
             progress=True,
+            noise=parse_range(noise, "--noise"),
+            exposure=parse_range(exposure, "--exposure"),
         )
         io.save_npz(data, output)
     grid = data.meta["grid"]

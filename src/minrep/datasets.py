@@ -118,6 +118,31 @@ def parse_values(spec: str, log: bool = False) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def parse_range(spec: str) -> float | tuple[float, float]:
+    """A measurement setting from text: ``"0.02"`` (every trajectory) or ``"0:0.05"`` (drawn
+    uniformly per trajectory between the two). Raises ValueError."""
+    try:
+        values = tuple(float(v) for v in spec.split(":"))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2):
+        raise ValueError(f"{spec!r}: expected a number or low:high")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{spec!r}: not a finite number")
+    if len(values) == 2 and values[0] > values[1]:
+        raise ValueError(f"{spec!r}: low must not exceed high")
+    return values[0] if len(values) == 1 else values
+
+
+def draw_measurement(setting, n: int, rng) -> np.ndarray:
+    """Per-trajectory values ``(n,)`` of a measurement setting: a number (every trajectory)
+    or ``(low, high)`` (uniform draws from ``rng``)."""
+    if np.ndim(setting) == 0:
+        return np.full(n, float(setting))
+    low, high = setting
+    return rng.uniform(low, high, n)
+
+
 def alpha_range(process: str) -> str:
     """The exponents ``process`` admits, as text (:func:`minrep.processes.admits_alpha`)."""
     low, high = ALPHA_RANGE[process]
@@ -228,13 +253,18 @@ def make_dataset(
     backend: str = "numpy",
     dtype=np.float32,
     progress: bool = False,
+    noise=0.0,
+    exposure=0.0,
 ):
     """Simulate a labelled dataset on a preset grid; any grid field can be overridden.
 
-    ``n_positions`` is T, the positions per trajectory (T - 1 displacements). The same seed
-    gives the same bytes; ``seed=None`` draws fresh randomness. Returns a
-    :class:`minrep.io.Trajectories` with labels ``alpha``, ``D`` and ``process`` and the grid,
-    seed and backend in its metadata.
+    ``n_positions`` is T, the positions per trajectory (T - 1 displacements). ``noise`` (the
+    localisation error's standard deviation) and ``exposure`` (motion blur, 0-1 of a frame;
+    :mod:`minrep.processes`) are a number or a range ``(low, high)`` drawn uniformly per
+    trajectory; when set they become labels too. The same seed gives the same bytes (and,
+    without noise and blur, those of earlier versions); ``seed=None`` draws fresh randomness.
+    Returns a :class:`minrep.io.Trajectories` with labels ``alpha``, ``D`` and ``process`` and
+    the grid, seed and backend in its metadata.
     """
     grid = preset_grid(
         process, preset, alpha=alpha, D=D, n_per_cell=n_per_cell, n_positions=n_positions
@@ -246,10 +276,23 @@ def make_dataset(
     if backend not in ("numpy", "andi"):
         raise GridError("backend", f"unknown backend {backend!r}; choose numpy or andi")
     alphas, Ds = grid.labels()
+    measured = {"noise": noise, "exposure": exposure}
+    for name, setting in measured.items():
+        _check_measurement_setting(name, setting)
+    measuring = any(np.any(np.asarray(v) != 0) for v in measured.values())
+    if measuring and backend != "numpy":
+        raise GridError("backend", "noise and exposure are simulated by the numpy backend only")
+    labels = {"alpha": alphas, "D": Ds, "process": np.full(alphas.size, process)}
     if backend == "numpy":
+        # Drawn from a stream of their own: the displacements' draws stay those of no noise.
+        rng = np.random.default_rng(None if seed is None else [seed, 1])
+        drawn = {k: draw_measurement(v, alphas.size, rng) for k, v in measured.items()}
         dx = simulate(
-            process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, dtype=dtype, progress=progress
-        )
+            process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, dtype=dtype,
+            progress=progress, **drawn,
+        )  # fmt: skip
+        if measuring:
+            labels.update(drawn)
     else:
         dx = andi.simulate(
             process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, progress=progress
@@ -269,8 +312,18 @@ def make_dataset(
         "dim": dim,
         "seed": seed,
     }
+    if measuring:
+        meta["measurement"] = {k: np.atleast_1d(v).tolist() for k, v in measured.items()}
     if backend == "andi":
         meta["andi_datasets_version"] = andi.installed_version()
-    return Trajectories(
-        dx, labels={"alpha": alphas, "D": Ds, "process": np.full(alphas.size, process)}, meta=meta
-    )
+    return Trajectories(dx, labels=labels, meta=meta)
+
+
+def _check_measurement_setting(name: str, setting) -> None:
+    values = np.atleast_1d(np.asarray(setting, dtype=float))
+    upper = 1.0 if name == "exposure" else math.inf
+    if values.size not in (1, 2) or not np.all(np.isfinite(values)):
+        raise GridError(name, f"{name} must be a number or a range (low, high), got {setting!r}")
+    if (values < 0).any() or (values > upper).any() or values[0] > values[-1]:
+        what = "0 <= low <= high <= 1" if name == "exposure" else "0 <= low <= high"
+        raise GridError(name, f"{name} must satisfy {what}, got {setting!r}")
