@@ -90,7 +90,9 @@ def test_resolved_config_spells_out_the_plan():
     assert quick.resolved() == quick
     faster = TrainConfig(lr=2e-3).resolved()  # the learning rate is folded into the plan
     assert faster.lr is None and faster.preset is None
-    assert [s.lr for s in faster.plan.stages] == pytest.approx([2e-3] * 6)
+    assert [s.lr for s in faster.plan.stages] == pytest.approx(
+        [2 * s.lr for s in PRESETS["quick"].stages]
+    )
     assert faster.resolved() == faster  # and not applied twice
     custom = TrainConfig(plan=TWO_STAGES).resolved()
     assert custom.plan == TWO_STAGES and custom.preset is None
@@ -316,8 +318,8 @@ def test_each_history_row_has_its_own_epochs_training_loss(tiny, tmp_path, monke
     losses = []  # (loss, batch size) of every training step, in order
     original = VAE.loss
 
-    def loss(self, x, beta):
-        value, terms = original(self, x, beta)
+    def loss(self, x, beta, decorrelation=0.0):
+        value, terms = original(self, x, beta, decorrelation)
         losses.append((value.item(), len(x)))
         return value, terms
 
@@ -569,9 +571,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path
     original = VAE.loss
     batches_per_epoch = int(np.ceil(len(train.split(len(tiny), 0.2, 0)[0]) / 32))
 
-    def loss(self, x, beta):
+    def loss(self, x, beta, decorrelation=0.0):
         calls["n"] += 1
-        value, terms = original(self, x, beta)
+        value, terms = original(self, x, beta, decorrelation)
         if calls["n"] == batches_per_epoch + 3:  # third batch of the second epoch
             value = value * float("nan")
         return value, terms
@@ -709,6 +711,20 @@ def test_a_proposal_stage_keeps_the_weights_with_the_lower_held_out_loss(
     assert history[-1]["note"].endswith(": kept") and history[0]["note"] == ""
 
 
+def test_a_branch_starts_from_an_earlier_stages_weights(tiny, tmp_path):
+    # Stage 3 starts from stage 1's weights and hardly moves (a tiny constant rate): its final
+    # weights are stage 1's, not stage 2's.
+    plan = Plan([Stage(1, 1e-3), Stage(1, 1e-3), Stage(1, 1e-3, 1e-12, "constant", start_from=1)])
+    run = tmp_path / "branch"
+    train.train(tiny, run, config(plan=plan), progress=False)
+    history = read_history(run)
+    assert history[2]["note"] == "started from stage 1's weights" and history[1]["note"] == ""
+    final = load_model(run).state_dict()
+    one, two = (load_model(run / "stages" / f"stage-{k}").state_dict() for k in (1, 2))
+    assert max((final[k] - one[k]).abs().max().item() for k in one) < 1e-6
+    assert max((final[k] - two[k]).abs().max().item() for k in two) > 1e-4
+
+
 def test_a_proposal_must_compare_with_an_earlier_stage_at_the_same_beta():
     with pytest.raises(ValueError, match="stage 2: compare_with must name an earlier stage"):
         Plan([Stage(1, 1e-3), Stage(1, 1e-3, compare_with=2)])
@@ -716,3 +732,5 @@ def test_a_proposal_must_compare_with_an_earlier_stage_at_the_same_beta():
         Plan([Stage(1, 1e-3), Stage(1, 2e-3, compare_with=1)])
     with pytest.raises(ValueError, match="compare_with must be the number of an earlier stage"):
         Stage(1, 1e-3, compare_with=0)
+    with pytest.raises(ValueError, match="stage 1: start_from must name an earlier stage"):
+        Plan([Stage(1, 1e-3, start_from=1)])

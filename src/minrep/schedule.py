@@ -150,11 +150,13 @@ class Stage:
     """``epochs`` epochs with a beta schedule (epochs counted from the stage's start) and a
     learning-rate policy: ``one-cycle`` up to ``lr`` or ``constant`` at ``lr``.
 
-    ``compare_with`` (a stage number, from 1) makes this stage a proposal: at its end the
-    training keeps whichever of its weights and those at the end of that earlier stage (the
-    same constant beta) have the lower held-out loss. Paired with a stage at a higher beta in
-    between, it lets training leave a local minimum of the loss that holds a latent too many,
-    without losing a weak latent that the loss needs (docs/training-recipes.md)."""
+    Two settings let a plan try a move and keep it only if the loss says so (stage numbers
+    from 1): ``start_from`` begins the stage from the weights saved at the end of an earlier
+    stage (a branch), and ``compare_with`` makes training, at the end of the stage, keep
+    whichever of its weights and those at the end of the stage named (the same constant beta)
+    have the lower held-out loss. The ``quick`` preset uses both to leave a local minimum that
+    holds a latent too many, while keeping a weak latent that the loss needs
+    (docs/training-recipes.md)."""
 
     epochs: int
     beta: Constant | LinearRamp | GeometricRamp = Constant(0.0)
@@ -162,6 +164,7 @@ class Stage:
     policy: str = "one-cycle"
     decorrelation: float = 0.0  # weight of minrep.model.latent_covariance in the loss
     compare_with: int | None = None
+    start_from: int | None = None
 
     def __post_init__(self):
         if _is_real(self.beta):
@@ -185,13 +188,12 @@ class Stage:
             lr=(self.lr, lambda v: v > 0, "a learning rate > 0"),
             decorrelation=(self.decorrelation, lambda v: v >= 0, "a weight >= 0"),
         )
-        if self.compare_with is not None and not (
-            _is_integer(self.compare_with) and self.compare_with >= 1
-        ):
-            raise ValueError(
-                f"compare_with must be the number of an earlier stage (from 1), got "
-                f"{self.compare_with!r}"
-            )
+        for name in ("compare_with", "start_from"):
+            value = getattr(self, name)
+            if value is not None and not (_is_integer(value) and value >= 1):
+                raise ValueError(
+                    f"{name} must be the number of an earlier stage (from 1), got {value!r}"
+                )
 
     def to_dict(self) -> dict:
         beta = schedule_to_dict(self.beta)
@@ -199,16 +201,17 @@ class Stage:
         # Absent when unused, as in plans written before they existed.
         if self.decorrelation:
             out["decorrelation"] = self.decorrelation
-        if self.compare_with is not None:
-            out["compare_with"] = self.compare_with
+        for name in ("compare_with", "start_from"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
     @classmethod
     def from_dict(cls, values: dict) -> Stage:
         if not isinstance(values, dict):
             raise ValueError(
-                "a stage is a mapping (epochs, beta, lr, policy, decorrelation, compare_with), "
-                f"got {values!r}"
+                "a stage is a mapping (epochs, beta, lr, policy, decorrelation, compare_with, "
+                f"start_from), got {values!r}"
             )
         unknown = sorted(map(str, set(values) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
@@ -229,13 +232,14 @@ class Plan:
 
     def __post_init__(self):
         for number, stage in enumerate(self.stages, start=1):
+            for name in ("compare_with", "start_from"):
+                value = getattr(stage, name)
+                if value is not None and value >= number:
+                    raise ValueError(
+                        f"stage {number}: {name} must name an earlier stage, got {value}"
+                    )
             if stage.compare_with is None:
                 continue
-            if stage.compare_with >= number:
-                raise ValueError(
-                    f"stage {number}: compare_with must name an earlier stage, got "
-                    f"{stage.compare_with}"
-                )
             earlier = self.stages[stage.compare_with - 1]
             if not (
                 isinstance(stage.beta, Constant)
@@ -254,6 +258,14 @@ class Plan:
         if epoch not in ends:
             return None
         return self.stages[ends.index(epoch)].compare_with
+
+    def branch_start(self, epoch: int) -> int | None:
+        """The stage (from 1) whose final weights the epoch ``epoch`` (counted from 0) starts
+        from, or None: only at the start of a stage with ``start_from``."""
+        starts = [0, *self.stage_ends()[:-1]]
+        if epoch not in starts:
+            return None
+        return self.stages[starts.index(epoch)].start_from
 
     @property
     def epochs(self) -> int:
@@ -318,9 +330,22 @@ PRESETS = {
     # Table/appendix of the paper: 64 epochs at beta = 0, then 16 epochs at each beta, a
     # one-cycle policy per stage (144 epochs; meant for a GPU).
     "paper": Plan([Stage(64, 0.0)] + [Stage(16, b) for b in (1e-4, 6e-4, 1e-3, 2e-3, 4e-3)]),
-    # For 2 CPU cores: the paper's plan with every stage shortened about 5-fold (13 epochs at
-    # beta = 0, 3 at each beta; 28 epochs, ~25 min on the `paper` FBM set). With minrep's
-    # scale-equivariant network this ended with exactly the minimal latents for BM and FBM
-    # (docs/training-recipes.md); SBM needs a longer hold at the last beta (--init, --plan).
-    "quick": Plan([Stage(13, 0.0)] + [Stage(3, b) for b in (1e-4, 6e-4, 1e-3, 2e-3, 4e-3)]),
+    # For 2 CPU cores (34 epochs, ~27 min on a `paper` set): the paper's stages shortened (6
+    # epochs at beta = 0, 3 at each beta), 6 at the last, 4e-3, with a peak learning rate of
+    # 3e-4 (at 1e-3 SBM's extra latents hardly die; at 3e-4 they go in 2 epochs). Then a
+    # branch: 2 epochs at 8e-3 and 3 back at 4e-3 (B) against 5 more at 4e-3 from stage 6's
+    # weights (A'), keeping the lower held-out loss. B leaves the local minimum with a latent
+    # too many that some seeds reach (FBM, data and seed 7: 3 latents, its loss 0.005 above
+    # the two-latent one); A' keeps a weak latent the loss needs (SBM's second, 0.3 nat, worth
+    # 0.0005, which 8e-3 kills). docs/training-recipes.md has the measurements.
+    "quick": Plan(
+        [Stage(6, 0.0)]
+        + [Stage(3, b) for b in (1e-4, 6e-4, 1e-3, 2e-3)]
+        + [
+            Stage(6, 4e-3, 3e-4),
+            Stage(2, 8e-3),
+            Stage(3, 4e-3, 3e-4),
+            Stage(5, 4e-3, 3e-4, start_from=6, compare_with=8),
+        ]
+    ),
 }

@@ -278,6 +278,7 @@ class MinrepModule(pl.LightningModule):
         self._val_sums = torch.zeros(3 + config.latent_dim)
         self._val_moments = torch.zeros(LatentMoments.size(config.latent_dim))
         self.val_metrics: dict = {}
+        self.branched_from: int | None = None  # the stage this epoch's weights started from
         self.train_loss = float("nan")
         self._train_loss_reduced = False
 
@@ -318,6 +319,19 @@ class MinrepModule(pl.LightningModule):
         self.datasets[0].epoch = self.current_epoch
         self._train_sums.zero_()
         self._train_loss_reduced = False
+        self.branched_from = None
+        earlier = self.plan.branch_start(self.current_epoch) if self.follow_plan else None
+        if earlier is not None:
+            self.branch(earlier)
+
+    def branch(self, earlier: int) -> None:
+        """Continue from the weights saved at the end of stage ``earlier`` (a branch of the
+        plan; every process loads them), with Adam's moments reset."""
+        run_dir = self.trainer.default_root_dir
+        saved = checkpoint.load_model(Path(run_dir) / "stages" / f"stage-{earlier}")
+        self.model.load_state_dict(saved.state_dict())
+        self.optimizers().optimizer.state.clear()
+        self.branched_from = earlier
 
     def epoch_train_loss(self) -> float:
         """Mean training loss of the epoch now ending, over all processes. A collective: every
@@ -494,7 +508,9 @@ class RunDirectory(Callback):
             "redundant": " ".join(map(str, module.val_metrics["dimension"].redundant_latents)),
             "epoch_seconds": now - self.epoch_started,
             "elapsed_seconds": self.offset + now - self.started,
-            "note": "",
+            "note": ""
+            if module.branched_from is None
+            else f"started from stage {module.branched_from}'s weights",
         }
         return {k: _plain(v) for k, v in row.items()}
 
