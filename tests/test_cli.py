@@ -151,6 +151,24 @@ def test_exact_nll_command_reports_the_library_value(tmp_path):
     assert value == pytest.approx(expected.mean(), abs=1e-5)
 
 
+def test_exact_nll_command_takes_the_measurement_from_the_labels(tmp_path):
+    data = datasets.make_dataset(
+        "fbm", n_per_cell=2, n_positions=60, seed=1, noise=(0.0, 0.02), exposure=(0.0, 1.0)
+    )
+    path = io.save_npz(data, tmp_path / "noisy.npz")
+    result = run("exact-nll", path, "--start", 0)
+    assert result.exit_code == 0, result.output
+    value = float(re.search(r"exact NLL (-?\d+\.\d+)", result.output).group(1))
+    measured = processes.exact_nll(
+        data.displacements, "fbm", data.alpha, data.D, start=0, **data.measurement()
+    )
+    assert value == pytest.approx(measured.mean(), abs=1e-5)
+    plain = processes.exact_nll(data.displacements, "fbm", data.alpha, data.D, start=0)
+    assert abs(plain.mean() - measured.mean()) > 1e-3  # ignoring it would show
+    result = run("exact-nll", path, "--memory", 5)
+    assert result.exit_code == 2 and "--memory" in result.output and "noise" in result.output
+
+
 def test_exact_nll_needs_labels(tmp_path):
     path = io.save_npz(io.Trajectories(np.zeros((3, 1, 50))), tmp_path / "bare.npz")
     result = run("exact-nll", path)

@@ -582,6 +582,21 @@ def test_mean_exact_nll_matches_expected(process, memory):
     assert abs(diff.mean()) < N_SIGMA * diff.std(ddof=1) / math.sqrt(n)
 
 
+@pytest.mark.parametrize("process", ["bm", "fbm", "sbm"])
+def test_mean_exact_nll_with_measurement_matches_expected(process):
+    n, n_steps, start, dim = 1500, 48, 8, 2
+    rng = np.random.default_rng(42)
+    alpha = None if process == "bm" else rng.choice([0.5, 1.5], n)
+    D = 10 ** rng.uniform(-3, -1, n)
+    noise, exposure = np.sqrt(2 * D * rng.uniform(0, 1, n)), rng.choice([0.0, 0.5, 1.0], n)
+    x = simulate(process, alpha, D, n_steps, dim=dim, seed=43, noise=noise, exposure=exposure)
+    measurement = {"noise": noise, "exposure": exposure}
+    nll = exact_nll(x, process, alpha, D, start=start, **measurement)
+    expected = expected_exact_nll(process, alpha, D, n_steps, start=start, **measurement)
+    diff = nll - expected
+    assert abs(diff.mean()) < N_SIGMA * diff.std(ddof=1) / math.sqrt(n)
+
+
 def test_expected_exact_nll_closed_forms():
     # memory = 0 (or BM): 0.5 log(2 pi e 2D); SBM: the mean of 0.5 log(2 pi e Var(dx_t)).
     D = np.array([1e-3, 1.0, 7.0])

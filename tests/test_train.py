@@ -734,3 +734,13 @@ def test_a_proposal_must_compare_with_an_earlier_stage_at_the_same_beta():
         Stage(1, 1e-3, compare_with=0)
     with pytest.raises(ValueError, match="stage 1: start_from must name an earlier stage"):
         Plan([Stage(1, 1e-3, start_from=1)])
+
+
+def test_validation_exact_nll_of_a_measured_set():
+    noisy = datasets.make_dataset("sbm", n_per_cell=2, n_positions=60, seed=2, noise=0.01)
+    exact = train.validation_exact_nll(noisy, 32)
+    expected = processes.exact_nll(
+        noisy.displacements, "sbm", noisy.alpha, noisy.D, start=32, noise=0.01
+    )
+    assert exact["all"] == pytest.approx(expected.mean(), rel=1e-12)
+    assert np.isnan(exact["rf"])  # no finite-memory floor with localisation noise

@@ -458,6 +458,7 @@ def _bayes_estimates(data, mask, receptive_field, training_range, progress) -> d
             training_range.D,
             start=start,
             progress=progress,
+            **{k: v[mask] if np.ndim(v) else v for k, v in data.measurement().items()},
         )
         out[steps] = {"alpha": alpha, "log10_D": log10_d}
     return out
@@ -570,7 +571,12 @@ def likelihood_phase(
     exact = exact_mean = exact_cells = None
     if data.process in processes.PROCESSES:
         exact = processes.exact_nll(
-            data.displacements, data.process, data.alpha, data.D, start=model.receptive_field
+            data.displacements,
+            data.process,
+            data.alpha,
+            data.D,
+            start=model.receptive_field,
+            **data.measurement(),
         )
         exact_mean = float(exact[mask].mean())
         exact_cells = _cell_means(exact, data.alpha, data.D)[2]

@@ -415,6 +415,12 @@ def exact_nll(
         process = _labelled_process(trajectories, data)
         datasets.check_labels(trajectories, data, process)
         started = time.perf_counter()
+        measurement = trajectories.measurement()
+        if memory is not None and any(np.any(v != 0) for v in measurement.values()):
+            raise OptionError(
+                f"--memory: {data} was simulated with localisation noise or blur, whose exact "
+                f"NLL conditions on all earlier steps; leave --memory out"
+            )
         nll = processes.exact_nll(
             trajectories.displacements,
             process,
@@ -423,6 +429,7 @@ def exact_nll(
             start=start,
             memory=memory,
             progress=True,
+            **measurement,
         )
         expected = processes.expected_exact_nll(
             process,
@@ -431,6 +438,7 @@ def exact_nll(
             trajectories.n_steps,
             start=start,
             memory=memory,
+            **measurement,
         )
     spread = nll.std(ddof=1) / np.sqrt(nll.size) if nll.size > 1 else float("nan")
     typer.echo(

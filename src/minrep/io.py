@@ -147,6 +147,11 @@ class Trajectories:
     def D(self) -> np.ndarray | None:
         return self.labels.get("D")
 
+    def measurement(self) -> dict[str, np.ndarray | float]:
+        """``noise`` and ``exposure`` of each trajectory (labels of simulated sets, 0 when
+        absent), as :func:`minrep.processes.exact_nll` and friends take them."""
+        return {name: self.labels.get(name, 0.0) for name in ("noise", "exposure")}
+
     @property
     def process(self) -> str | None:
         """The process name when all trajectories share one, else None."""

@@ -514,7 +514,14 @@ def _measured_nll(x, process, alpha, D, noise, exposure, start, progress) -> np.
 
 
 def expected_exact_nll(
-    process: str, alpha, D, n_steps: int, start: int = 32, memory: int | None = None
+    process: str,
+    alpha,
+    D,
+    n_steps: int,
+    start: int = 32,
+    memory: int | None = None,
+    noise=0.0,
+    exposure=0.0,
 ) -> np.ndarray:
     """The expectation of :func:`exact_nll` (the conditional entropy per displacement), ``(n,)``.
 
@@ -522,6 +529,19 @@ def expected_exact_nll(
     """
     check_process(process, PROCESSES)
     alpha, D = check_parameters(process, alpha if process != "bm" else 1.0, D)
+    noise, exposure = check_measurement(noise, exposure, alpha.size)
+    if (noise > 0).any() or (exposure > 0).any():
+        if memory is not None:
+            raise ValueError("with noise or exposure the expectation needs memory=None")
+        out = np.empty(alpha.size)
+        ratio = noise**2 / D
+        for key in set(zip(alpha.tolist(), exposure.tolist(), ratio.tolist(), strict=True)):
+            a, f, r = key
+            idx = (alpha == a) & (exposure == f) & (ratio == r)
+            cov = displacement_covariance(process, a, n_steps, 1.0, math.sqrt(r), f)
+            v = np.diag(np.linalg.cholesky(cov))[start:] ** 2
+            out[idx] = 0.5 * np.mean(np.log(2 * np.pi * np.e * v)) + 0.5 * np.log(D[idx])
+        return out
     out = np.empty(alpha.size)
     for a in np.unique(alpha):
         idx = alpha == a
