@@ -13,3 +13,19 @@ def load_model(path_or_name, device="cpu"):
     from minrep.checkpoint import load_model as _load
 
     return _load(path_or_name, device)
+
+
+def estimate(model, tracks, *, pixel_size=None, frame_interval=None):
+    """alpha and D of each track with 90 % intervals, as a pandas DataFrame (see
+    minrep.estimation): ``model`` a run directory or shipped name, ``tracks`` a
+    minrep.io.Trajectories or a tracking file / dataset path; ``pixel_size`` (um per pixel)
+    and ``frame_interval`` (s) as ``minrep estimate`` takes them."""
+    from minrep import estimation, io
+
+    vae, calibration = estimation.model_calibration(model)
+    if not isinstance(tracks, io.Trajectories):
+        tracks = io.load(tracks, min_steps=vae.config.min_steps)
+    pixel, interval, unit = estimation.units(tracks.meta, pixel_size, frame_interval)
+    table = estimation.estimate(vae, tracks, calibration, pixel_size=pixel, frame_interval=interval)
+    table["D_unit"] = unit
+    return table

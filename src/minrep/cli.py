@@ -757,6 +757,53 @@ def encode(
 
 
 @app.command()
+def estimate(
+    model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
+    trajectories: Annotated[Path, typer.Argument(help="tracking file or .npz dataset")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="estimates .csv")],
+    pixel_size: Annotated[
+        float | None, typer.Option(help="micrometres per pixel (default: the file's units)")
+    ] = None,
+    frame_interval: Annotated[
+        float | None, typer.Option(help="seconds per frame (default: the file's, else frames)")
+    ] = None,
+    split_gaps: Annotated[bool, typer.Option(help="cut tracks at missing frames")] = False,
+    skip_short: Annotated[
+        bool, typer.Option(help="skip (with a warning) tracks shorter than the model's minimum")
+    ] = False,
+):
+    """alpha and D of each track with 90 % intervals, in physical units (one CSV row per
+    track; per axis with a 1D model and 2D/3D tracks)."""
+    from minrep import estimation
+
+    with _user_errors():
+        _check_input(trajectories)
+        for option, value in (("--pixel-size", pixel_size), ("--frame-interval", frame_interval)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise OptionError(f"{option} must be a positive number, got {value}")
+        check_output(output, (".csv",), inputs=(trajectories,))
+        vae, calibration = estimation.model_calibration(model, progress=True)
+        data = io.load(
+            trajectories,
+            min_steps=vae.config.min_steps,
+            split_gaps=split_gaps,
+            on_short="skip" if skip_short else "error",
+        )
+        _nonempty(data, trajectories)
+        pixel, interval, unit = estimation.units(data.meta, pixel_size, frame_interval)
+        table = estimation.estimate(
+            vae, data, calibration, pixel_size=pixel, frame_interval=interval
+        )
+        table["D_unit"] = unit
+        with io.atomic_write(output, suffix=".csv") as tmp:
+            table.to_csv(tmp, index=False)
+    typer.echo(
+        f"{len(data)} tracks: alpha and D ({unit}) with {calibration.level:.0%} intervals "
+        f"-> {output}"
+    )
+
+
+@app.command()
 def generate(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
