@@ -91,7 +91,7 @@ def judge(process: str, seed: int, run_dir: Path) -> dict:
         "effective_dimension_snr": metrics["effective_dimension_snr"],
         "nll_gap": metrics["nll_gap"],
         "val_nll_gap_rf": float(last["val_nll"] - last["val_exact_nll_rf"]),
-        "branch": str(last.get("note", "") or ""),  # which weights the plan's branch kept
+        "branch": "" if pd.isna(last.get("note")) else str(last["note"]),  # what was kept
         "r2_alpha": metrics.get("r2_alpha"),
         "r2_log10_D": metrics["r2_log10_D"],
         "expected_latents": expected,
