@@ -1,0 +1,66 @@
+"""How good are `minrep estimate`'s alpha and D, by track length? (issue 11, point 4)
+
+For a shipped model (default fbm): fresh tracks of the training range (uniform alpha and log10 D)
+at a few lengths; for each length, the root-mean-square error of alpha and log10 D of
+minrep's estimate, of the best possible estimate (`stats.bayes_estimate` from all steps: the
+posterior mean under the same uniform prior and the exact likelihood) and of the TA-MSD fit,
+and the coverage of minrep's 90 % intervals. Writes docs/results/estimate_accuracy_<model>.json.
+
+    python scripts/estimate_accuracy.py [--model fbm] [--n 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from minrep import estimation, io, stats
+
+POSITIONS = (50, 100, 400)  # track lengths T (T - 1 displacements); the 1D models need T >= 34
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="fbm")
+    parser.add_argument("--n", type=int, default=1000, help="tracks per length")
+    parser.add_argument("--seed", type=int, default=21)
+    args = parser.parse_args(argv)
+    model, calibration = estimation.model_calibration(args.model)
+    process = calibration.process
+    low, high = calibration.training_range["alpha"]
+    d_range = calibration.training_range["D"]
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for positions in POSITIONS:
+        alpha = rng.uniform(low, high, args.n)
+        log10_d = rng.uniform(*np.log10(d_range), args.n)
+        n_steps = np.full(args.n, positions - 1)
+        tracks = estimation._simulate(process, alpha, 10**log10_d, n_steps, 1, rng)
+        table = estimation.estimate(model, tracks, calibration)
+        bayes = stats.bayes_estimate(tracks.displacements, process, (low, high), tuple(d_range))
+        tamsd_alpha, tamsd_d = stats.estimate_alpha_D(tracks.displacements)
+        row = {"positions": positions, "n": args.n}
+        estimates = {
+            "minrep": (table["alpha"].to_numpy(), np.log10(table["D"].to_numpy())),
+            "best_possible": bayes,
+            "ta_msd": (tamsd_alpha, np.log10(tamsd_d)),
+        }
+        for name, (a, d) in estimates.items():
+            row[f"rmse_alpha_{name}"] = float(np.sqrt(np.mean((a - alpha) ** 2)))
+            row[f"rmse_log10_D_{name}"] = float(np.sqrt(np.mean((d - log10_d) ** 2)))
+        for name, truth in (("alpha", alpha), ("D", 10**log10_d)):
+            inside = (table[f"{name}_low"] <= truth) & (truth <= table[f"{name}_high"])
+            row[f"coverage_{name}"] = float(inside.mean())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = Path("docs/results") / f"estimate_accuracy_{args.model}.json"
+    document = {"model": args.model, "process": process, "level": calibration.level, "rows": rows}
+    with io.atomic_write(out) as tmp:
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
