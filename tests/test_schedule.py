@@ -52,8 +52,8 @@ def test_plan_stages_and_presets():
         for before, after in zip(anneal, anneal[1:], strict=False):
             assert after.beta(0) >= before.beta(before.epochs), name
     quick = PRESETS["quick"]
-    assert quick.epochs == 36 and quick.compared_stage(36) == 9 and quick.compared_stage(30) is None
-    assert quick.branch_start(30) == 7 and quick.branch_start(26) is None
+    assert quick.epochs == 46 and quick.compared_stage(46) == 9 and quick.compared_stage(40) is None
+    assert quick.branch_start(40) == 7 and quick.branch_start(36) is None
     with pytest.raises(ValueError, match="learning-rate policy"):
         Stage(1, 0.0, policy="cyclic")
     with pytest.raises(ValueError, match="at least one epoch"):
