@@ -124,3 +124,11 @@ def test_estimate_command(tmp_path):
     assert (table["alpha_low"] < table["alpha"]).all() and (table["D"] < table["D_high"]).all()
     result = runner.invoke(app, ["estimate", "fbm", str(path), "-o", str(out), "--pixel-size", "0"])
     assert result.exit_code == 2 and "--pixel-size must be a positive number" in result.output
+
+
+def test_estimate_command_flags_for_tracking_files_only(tmp_path):
+    data = io.save_npz(datasets.make_dataset("fbm", n_per_cell=1), tmp_path / "set.npz")
+    out = tmp_path / "estimates.csv"
+    result = CliRunner().invoke(app, ["estimate", "fbm", str(data), "-o", str(out), "--split-gaps"])
+    assert result.exit_code == 2 and "--split-gaps is for tracking files" in result.output
+    assert not out.exists()

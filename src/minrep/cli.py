@@ -704,15 +704,36 @@ def _warn_on_resume(
             )
 
 
+SplitGaps = Annotated[bool, typer.Option(help="cut tracks at missing frames")]
+SkipShort = Annotated[
+    bool, typer.Option(help="skip (with a warning) tracks shorter than the model's minimum")
+]
+
+
+def _load_tracks(trajectories: Path, vae, split_gaps: bool, skip_short: bool) -> io.Trajectories:
+    """The trajectories a model is to read: ``--split-gaps`` and ``--skip-short`` are for
+    tracking files; tracks shorter than the model's minimum are an error or skipped."""
+    for flag, given in (("--split-gaps", split_gaps), ("--skip-short", skip_short)):
+        if given and trajectories.suffix.lower() not in io.TRACK_SUFFIXES:
+            raise OptionError(
+                f"{flag} is for tracking files (.csv, .parquet, .xml), not {trajectories}"
+            )
+    data = io.load(
+        trajectories,
+        min_steps=vae.config.min_steps,
+        split_gaps=split_gaps,
+        on_short="skip" if skip_short else "error",
+    )
+    return _nonempty(data, trajectories)
+
+
 @app.command()
 def encode(
     model: Annotated[str, typer.Argument(help="run directory or shipped model name")],
     trajectories: Annotated[Path, typer.Argument(help=".npz dataset or tracking .csv/.parquet")],
     output: Annotated[Path, typer.Option("--output", "-o", help="latents .npz or .csv")],
-    split_gaps: Annotated[bool, typer.Option(help="cut tracks at missing frames")] = False,
-    skip_short: Annotated[
-        bool, typer.Option(help="skip (with a warning) tracks shorter than the model's minimum")
-    ] = False,
+    split_gaps: SplitGaps = False,
+    skip_short: SkipShort = False,
 ):
     """Latent mean and log-variance of each trajectory (a 1D model encodes 2D/3D tracks axis
     by axis)."""
@@ -722,20 +743,9 @@ def encode(
 
     with _user_errors():
         _check_input(trajectories)
-        for flag, given in (("--split-gaps", split_gaps), ("--skip-short", skip_short)):
-            if given and trajectories.suffix.lower() not in io.TRACK_SUFFIXES:
-                raise OptionError(
-                    f"{flag} is for tracking files (.csv, .parquet), not {trajectories}"
-                )
         check_output(output, (".npz", ".csv"), inputs=(trajectories,))
         vae = checkpoint.load_model(model)
-        data = io.load(
-            trajectories,
-            min_steps=vae.config.min_steps,
-            split_gaps=split_gaps,
-            on_short="skip" if skip_short else "error",
-        )
-        _nonempty(data, trajectories)
+        data = _load_tracks(trajectories, vae, split_gaps, skip_short)
         if data.dim != vae.config.dim and vae.config.dim != 1:
             raise io.TrajectoryFileError(
                 f"{trajectories}: the trajectories have dim {data.dim}; model {model} was "
@@ -767,10 +777,8 @@ def estimate(
     frame_interval: Annotated[
         float | None, typer.Option(help="seconds per frame (default: the file's, else frames)")
     ] = None,
-    split_gaps: Annotated[bool, typer.Option(help="cut tracks at missing frames")] = False,
-    skip_short: Annotated[
-        bool, typer.Option(help="skip (with a warning) tracks shorter than the model's minimum")
-    ] = False,
+    split_gaps: SplitGaps = False,
+    skip_short: SkipShort = False,
 ):
     """alpha and D of each track with 90 % intervals, in physical units (one CSV row per
     track; per axis with a 1D model and 2D/3D tracks)."""
@@ -783,13 +791,7 @@ def estimate(
                 raise OptionError(f"{option} must be a positive number, got {value}")
         check_output(output, (".csv",), inputs=(trajectories,))
         vae, calibration = estimation.model_calibration(model, progress=True)
-        data = io.load(
-            trajectories,
-            min_steps=vae.config.min_steps,
-            split_gaps=split_gaps,
-            on_short="skip" if skip_short else "error",
-        )
-        _nonempty(data, trajectories)
+        data = _load_tracks(trajectories, vae, split_gaps, skip_short)
         pixel, interval, unit = estimation.units(data.meta, pixel_size, frame_interval)
         table = estimation.estimate(
             vae, data, calibration, pixel_size=pixel, frame_interval=interval
