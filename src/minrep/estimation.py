@@ -5,9 +5,10 @@ simulated tracks of its process (uniform alpha and log10 D over its training ran
 log-uniform from the model's minimum to the training length), maps the posterior means of the
 surviving latents and the track's length to alpha and log10 D (polynomials, as the analysis's
 readouts), with a residual scale that depends on them too, and turns that into intervals by
-split conformal prediction: on calibration tracks not used for the fit, 90 % of the residuals lie
-within ``quantile`` scales of the estimate, so the intervals cover the truth 90 % of the time on
-tracks like those (tests check 87-93 % per length class on fresh tracks).
+split conformal prediction, length class by length class: on calibration tracks of that class
+not used for the fit, 90 % of the residuals lie within ``quantile`` scales of the estimate, so
+the intervals cover the truth 90 % of the time on tracks like those, in each class (tests check
+87-93 % per class on fresh tracks).
 
 Units. Every track is rescaled to the model's reference RMS displacement before it is encoded
 and D scaled back: scaling displacements by c scales D by exactly c^2 for BM, FBM and SBM, so an
@@ -38,6 +39,7 @@ LEVEL = 0.9
 CALIBRATION = "calibration.json"
 SCALE_DEGREE = 2  # of the polynomial for the log residual scale
 LENGTHS = 24  # distinct track lengths of a calibration set, log-spaced
+LENGTH_CLASSES = 4  # of about equal counts, each with its own interval quantile
 
 
 class EstimateError(MinrepError, ValueError):
@@ -47,19 +49,26 @@ class EstimateError(MinrepError, ValueError):
 @dataclass
 class ParameterMap:
     """One parameter's estimate: a polynomial of ``degree`` in the standardised features for
-    the value, one of degree :data:`SCALE_DEGREE` for the log of the residual scale, and the
-    conformal ``quantile`` of |residual| / scale that gives the interval."""
+    the value, one of degree :data:`SCALE_DEGREE` for the log of the residual scale, and for
+    each length class (track lengths from ``length_edges[k]`` up to the next edge, in
+    displacements) the conformal ``quantiles[k]`` of |residual| / scale that gives the
+    interval."""
 
     degree: int
     value: list[float]
     log_scale: list[float]
-    quantile: float
+    length_edges: list[int]
+    quantiles: list[float]
 
-    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, features: np.ndarray, n_steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Estimates and interval half-widths, ``(n,)`` each."""
         value = _polynomial_features(features, self.degree) @ np.asarray(self.value)
         scale = np.exp(_polynomial_features(features, SCALE_DEGREE) @ np.asarray(self.log_scale))
-        return value, self.quantile * scale
+        return value, np.asarray(self.quantiles)[self.length_class(n_steps)] * scale
+
+    def length_class(self, n_steps: np.ndarray) -> np.ndarray:
+        edges = np.asarray(self.length_edges)
+        return np.clip(np.searchsorted(edges, n_steps, side="right") - 1, 0, len(edges) - 1)
 
 
 @dataclass
@@ -151,7 +160,9 @@ def calibrate(
     lengths = np.unique(np.geomspace(model.config.min_steps, longest, LENGTHS).round())
     n_steps = rng.choice(lengths.astype(int), n_tracks)
     tracks = _simulate(process, alpha, 10**log10_d, n_steps, model.config.dim, rng)
-    reference = model.config.log_scale_mean
+    # The typical RMS displacement of the training range: every track is brought to it.
+    dx = tracks.displacements.astype(np.float64)
+    reference = float(np.mean(np.log(np.sqrt(np.nanmean(dx**2, axis=(1, 2))))))
     scaled, log10_factor = _rescaled(tracks, reference)
     latents = encode(model, scaled, progress=progress)
     kept = surviving(_kl(latents["mu"], latents["logvar"]))
@@ -163,7 +174,12 @@ def calibrate(
         targets = {"alpha": alpha, **targets}
     order = rng.permutation(n_tracks)
     fit, hold = order[: n_tracks // 2], order[n_tracks // 2 :]
-    parameters = {name: _fit_map(x, y, fit, hold, seed) for name, y in targets.items()}
+    # Length classes of about equal counts, each with its own conformal quantile.
+    edges = np.unique(np.quantile(n_steps, np.arange(LENGTH_CLASSES) / LENGTH_CLASSES))
+    parameters = {
+        name: _fit_map(x, y, fit, hold, seed, n_steps, edges.astype(int))
+        for name, y in targets.items()
+    }
     return Calibration(
         process=process,
         latents=[int(i) for i in kept],
@@ -199,19 +215,23 @@ def _kl(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     return (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).mean(axis=0)
 
 
-def _fit_map(x, y, fit, hold, seed) -> ParameterMap:
+def _fit_map(x, y, fit, hold, seed, n_steps, edges) -> ParameterMap:
     degree = choose_degree(x[fit], y[fit], seed)
     design = _polynomial_features(x, degree)
     value, *_ = np.linalg.lstsq(design[fit], y[fit], rcond=None)
     residual = y - design @ value
     # The log of |residual| has mean log(scale) - 0.635 for Gaussian residuals; the constant
-    # does not matter: the conformal quantile absorbs it.
+    # does not matter: the conformal quantiles absorb it.
     small = _polynomial_features(x, SCALE_DEGREE)
     log_scale, *_ = np.linalg.lstsq(small[fit], np.log(np.abs(residual[fit]) + 1e-12), rcond=None)
     scores = np.abs(residual[hold]) / np.exp(small[hold] @ log_scale)
-    k = min(math.ceil((len(hold) + 1) * LEVEL), len(hold))
-    quantile = float(np.sort(scores)[k - 1])
-    return ParameterMap(int(degree), value.tolist(), log_scale.tolist(), quantile)
+    result = ParameterMap(int(degree), value.tolist(), log_scale.tolist(), edges.tolist(), [])
+    classes = result.length_class(n_steps[hold])
+    for k in range(len(edges)):
+        ranked = np.sort(scores[classes == k])
+        rank = min(math.ceil((len(ranked) + 1) * LEVEL), len(ranked))
+        result.quantiles.append(float(ranked[rank - 1]))
+    return result
 
 
 def _simulate(process, alpha, D, n_steps, dim, rng) -> io.Trajectories:
@@ -265,12 +285,12 @@ def estimate(
         "n_steps": n_steps,
     }
     if "alpha" in calibration.parameters:
-        alpha, half = calibration.parameters["alpha"].predict(x)
+        alpha, half = calibration.parameters["alpha"].predict(x, n_steps)
         out.update(alpha=alpha, alpha_low=alpha - half, alpha_high=alpha + half)
     else:  # BM: alpha = 1 by the model's assumption
         alpha = np.ones(len(tracks))
         out.update(alpha=alpha, alpha_low=alpha, alpha_high=alpha)
-    log10_d, half = calibration.parameters["log10_D"].predict(x)
+    log10_d, half = calibration.parameters["log10_D"].predict(x, n_steps)
     log10_d = log10_d - 2 * log10_factor  # back to the track's own scale
     units = 2 * math.log10(pixel_size) - alpha * math.log10(frame_interval)
     for suffix, value in (("", log10_d), ("_low", log10_d - half), ("_high", log10_d + half)):
