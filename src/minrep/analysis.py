@@ -37,7 +37,7 @@ def latent_statistics(mu: np.ndarray, logvar: np.ndarray) -> dict:
     }
 
 
-def _polynomial_features(x: np.ndarray, degree: int) -> np.ndarray:
+def polynomial_features(x: np.ndarray, degree: int) -> np.ndarray:
     """All monomials of the columns of ``x`` up to ``degree`` (with the constant)."""
     columns = [np.ones(len(x))]
     for d in range(1, degree + 1):
@@ -80,7 +80,7 @@ def _left_over(y, chart: list[int], k: int, degree: int, fit, score) -> float:
         return float(np.var(target[score]))
     x = y[:, chart]
     x = (x - x[fit].mean(axis=0)) / (x[fit].std(axis=0) + 1e-12)
-    design = _polynomial_features(x, degree)
+    design = polynomial_features(x, degree)
     coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
     return float(np.var(target[score] - design[score] @ coef))
 
@@ -101,7 +101,7 @@ def choose_degree(x: np.ndarray, target: np.ndarray, seed: int = 0, folds: int =
         d for d in range(2, MAX_READOUT_DEGREE + 1) if _n_terms(x.shape[1], d) <= MAX_READOUT_TERMS
     ]
     degrees = [1, *degrees]
-    design = _polynomial_features(x, degrees[-1])  # columns ordered by degree
+    design = polynomial_features(x, degrees[-1])  # columns ordered by degree
     fold = np.random.default_rng(seed).permutation(len(target)) % folds
     errors = []
     for degree in degrees:
@@ -131,7 +131,7 @@ def readout(
     x = (features - features[fit].mean(axis=0)) / scale
     if degree is None:
         degree = choose_degree(x[fit], target[fit], seed)
-    design = _polynomial_features(x, degree)
+    design = polynomial_features(x, degree)
     coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
     return score, design[score] @ coef, degree
 

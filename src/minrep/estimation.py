@@ -1,21 +1,23 @@
 """Physical estimates from a model's latents: alpha and D of each track, with 90 % intervals.
 
 A model gives latents, not parameters. A :class:`Calibration`, fitted once per model on
-simulated tracks of its process (uniform alpha and log10 D over its training range, lengths
-log-uniform from the model's minimum to the training length), maps the posterior means of the
-surviving latents and the track's length to alpha and log10 D (polynomials, as the analysis's
-readouts), with a residual scale that depends on them too, and turns that into intervals by
+simulated tracks of its process (uniform alpha and log10 D over its training range, 24
+log-spaced lengths from the model's minimum to the training length), maps the posterior means
+of the surviving latents and the track's length to alpha and log10 D (polynomials, as the
+analysis's readouts), with a residual scale that depends on them too, and turns that into
+intervals by
 split conformal prediction, length class by length class: on calibration tracks of that class
 not used for the fit, 90 % of the residuals lie within ``quantile`` scales of the estimate, so
 the intervals cover the truth 90 % of the time on tracks like those, in each class (tests check
 87-93 % per class on fresh tracks).
 
-Units. Every track is rescaled to the model's reference RMS displacement before it is encoded
-and D scaled back: scaling displacements by c scales D by exactly c^2 for BM, FBM and SBM, so an
-estimate does not depend on where D lies in the training grid, and scaling a track by c scales
-its D estimate by exactly c^2 and changes nothing else. Positions in pixels and frames give D in
-pixel^2/frame^alpha; with ``pixel_size`` (micrometres per pixel, or 1 when the file is already
-in micrometres) and ``frame_interval`` (seconds), D is in um^2/s^alpha:
+Units. Every track is rescaled to the calibration's reference RMS displacement (the typical
+one of the training range) before it is encoded, and D scaled back: scaling displacements by c
+scales D by exactly c^2 for BM, FBM and SBM, so an estimate does not depend on where D lies in
+the training grid, and scaling a track by c scales its D estimate by exactly c^2 and changes
+nothing else. Positions in pixels and frames give D in pixel^2/frame^alpha; with
+``pixel_size`` (micrometres per pixel, or 1 when the file is already in micrometres) and
+``frame_interval`` (seconds), D is in um^2/s^alpha:
 D = D_frames pixel_size^2 / frame_interval^alpha (alpha at its estimate).
 """
 
@@ -31,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from minrep import MinrepError, checkpoint, io
-from minrep.analysis import _polynomial_features, choose_degree
+from minrep.analysis import choose_degree, polynomial_features
 from minrep.encode import encode
 from minrep.model import VAE, surviving
 
@@ -62,8 +64,8 @@ class ParameterMap:
 
     def predict(self, features: np.ndarray, n_steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Estimates and interval half-widths, ``(n,)`` each."""
-        value = _polynomial_features(features, self.degree) @ np.asarray(self.value)
-        scale = np.exp(_polynomial_features(features, SCALE_DEGREE) @ np.asarray(self.log_scale))
+        value = polynomial_features(features, self.degree) @ np.asarray(self.value)
+        scale = np.exp(polynomial_features(features, SCALE_DEGREE) @ np.asarray(self.log_scale))
         return value, np.asarray(self.quantiles)[self.length_class(n_steps)] * scale
 
     def length_class(self, n_steps: np.ndarray) -> np.ndarray:
@@ -217,12 +219,12 @@ def _kl(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
 
 def _fit_map(x, y, fit, hold, seed, n_steps, edges) -> ParameterMap:
     degree = choose_degree(x[fit], y[fit], seed)
-    design = _polynomial_features(x, degree)
+    design = polynomial_features(x, degree)
     value, *_ = np.linalg.lstsq(design[fit], y[fit], rcond=None)
     residual = y - design @ value
     # The log of |residual| has mean log(scale) - 0.635 for Gaussian residuals; the constant
     # does not matter: the conformal quantiles absorb it.
-    small = _polynomial_features(x, SCALE_DEGREE)
+    small = polynomial_features(x, SCALE_DEGREE)
     log_scale, *_ = np.linalg.lstsq(small[fit], np.log(np.abs(residual[fit]) + 1e-12), rcond=None)
     scores = np.abs(residual[hold]) / np.exp(small[hold] @ log_scale)
     result = ParameterMap(int(degree), value.tolist(), log_scale.tolist(), edges.tolist(), [])
