@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from minrep import MinrepError, checkpoint, io
-from minrep.analysis import choose_degree, polynomial_features
+from minrep.analysis import choose_degree, latent_statistics, polynomial_features
 from minrep.encode import encode
-from minrep.model import VAE, surviving
+from minrep.model import VAE
 
 LEVEL = 0.9
 CALIBRATION = "calibration.json"
@@ -118,10 +118,15 @@ class Calibration:
         return (raw - np.asarray(self.feature_mean)) / np.asarray(self.feature_scale)
 
 
+def _rms(tracks: io.Trajectories) -> np.ndarray:
+    """RMS displacement of each track, ``(n,)`` (padding ignored)."""
+    return np.sqrt(np.nanmean(tracks.displacements.astype(np.float64) ** 2, axis=(1, 2)))
+
+
 def _rescaled(tracks: io.Trajectories, reference_log_rms: float):
     """The tracks scaled to the reference RMS displacement, and log10 of each factor c."""
     dx = tracks.displacements.astype(np.float64)
-    rms = np.sqrt(np.nanmean(dx**2, axis=(1, 2)))
+    rms = _rms(tracks)
     if not (rms > 0).all():
         i = int(np.flatnonzero(~(rms > 0))[0])
         raise EstimateError(
@@ -163,11 +168,10 @@ def calibrate(
     n_steps = rng.choice(lengths.astype(int), n_tracks)
     tracks = _simulate(process, alpha, 10**log10_d, n_steps, model.config.dim, rng)
     # The typical RMS displacement of the training range: every track is brought to it.
-    dx = tracks.displacements.astype(np.float64)
-    reference = float(np.mean(np.log(np.sqrt(np.nanmean(dx**2, axis=(1, 2))))))
+    reference = float(np.mean(np.log(_rms(tracks))))
     scaled, log10_factor = _rescaled(tracks, reference)
     latents = encode(model, scaled, progress=progress)
-    kept = surviving(_kl(latents["mu"], latents["logvar"]))
+    kept = latent_statistics(latents["mu"], latents["logvar"])["surviving"]
     raw = np.column_stack([latents["mu"][:, kept], np.log(n_steps)])
     mean, scale = raw.mean(axis=0), raw.std(axis=0) + 1e-12
     x = (raw - mean) / scale
@@ -211,10 +215,6 @@ def model_calibration(path_or_name, progress: bool = False) -> tuple[VAE, Calibr
     )  # fmt: skip
     calibration.save(path)
     return model, calibration
-
-
-def _kl(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    return (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).mean(axis=0)
 
 
 def _fit_map(x, y, fit, hold, seed, n_steps, edges) -> ParameterMap:

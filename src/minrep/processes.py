@@ -490,18 +490,26 @@ def exact_nll(
     return nll
 
 
+def _measured_factors(process, alpha, D, noise, exposure, n_steps) -> list:
+    """``(indices, lower)`` per group of trajectories sharing alpha, exposure and
+    sigma^2 / D: the Cholesky factor of their covariance at D = 1 (:func:`_measured_nll`)."""
+    ratio = noise**2 / D
+    groups = []
+    for a, f, r in sorted(set(zip(alpha.tolist(), exposure.tolist(), ratio.tolist(), strict=True))):
+        idx = np.flatnonzero((alpha == a) & (exposure == f) & (ratio == r))
+        cov = displacement_covariance(process, a, n_steps, 1.0, math.sqrt(r), f)
+        groups.append((idx, np.linalg.cholesky(cov)))
+    return groups
+
+
 def _measured_nll(x, process, alpha, D, noise, exposure, start, progress) -> np.ndarray:
     """:func:`exact_nll` with noise or blur: the covariance is D (C_alpha,f + (sigma^2 / D) N),
     so trajectories that share alpha, f and sigma^2 / D share one Cholesky factor, whose
     diagonal holds the conditional standard deviations of the steps."""
     n, dim, n_steps = x.shape
-    ratio = noise**2 / D
-    keys = sorted(set(zip(alpha.tolist(), exposure.tolist(), ratio.tolist(), strict=True)))
     nll = np.empty(n)
-    for a, f, r in bar(keys, desc="exact NLL", enabled=progress, unit="group"):
-        idx = np.flatnonzero((alpha == a) & (exposure == f) & (ratio == r))
-        cov = displacement_covariance(process, a, n_steps, 1.0, math.sqrt(r), f)
-        lower = np.linalg.cholesky(cov)
+    groups = _measured_factors(process, alpha, D, noise, exposure, n_steps)
+    for idx, lower in bar(groups, desc="exact NLL", enabled=progress, unit="group"):
         series = x[idx].reshape(-1, n_steps).T  # (L, m)
         # series = lower @ z with z ~ N(0, D): z[t] is step t's prediction error divided by
         # lower[t, t], whose square is the conditional variance at D = 1.
@@ -534,12 +542,8 @@ def expected_exact_nll(
         if memory is not None:
             raise ValueError("with noise or exposure the expectation needs memory=None")
         out = np.empty(alpha.size)
-        ratio = noise**2 / D
-        for key in set(zip(alpha.tolist(), exposure.tolist(), ratio.tolist(), strict=True)):
-            a, f, r = key
-            idx = (alpha == a) & (exposure == f) & (ratio == r)
-            cov = displacement_covariance(process, a, n_steps, 1.0, math.sqrt(r), f)
-            v = np.diag(np.linalg.cholesky(cov))[start:] ** 2
+        for idx, lower in _measured_factors(process, alpha, D, noise, exposure, n_steps):
+            v = np.diag(lower)[start:] ** 2
             out[idx] = 0.5 * np.mean(np.log(2 * np.pi * np.e * v)) + 0.5 * np.log(D[idx])
         return out
     out = np.empty(alpha.size)
