@@ -74,6 +74,47 @@ def test_incremental_equals_naive(config, monkeypatch):
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6 * np.abs(slow).max())
 
 
+@torch.no_grad()
+def naive_generate_whole(model, z, n_steps, noise):
+    """Reference sampler of the "whole" decoder: score the series so far with the model's own
+    forward pass (FFT memories, padded window) and sample the next displacement from it."""
+    z = torch.as_tensor(z)
+    series = torch.zeros(z.shape[0], model.config.dim, n_steps)
+    for t in range(n_steps):
+        law = model.predict(series[..., : t + 1], z)
+        series[..., t] = law.sample(noise["normal"][..., t : t + 1])[..., -1]
+    return series.numpy()
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_whole_decoder_incremental_equals_forward(dim, monkeypatch):
+    monkeypatch.setattr(generate, "CONDITION_CHUNK", 24)
+    config = ModelConfig(
+        dim=dim, decoder="whole", scale_equivariant=True, log_scale_mean=math.log(0.05)
+    )
+    # Weights small enough that the network is not chaotic: float rounding, which differs
+    # between the FFT memories and the recursion, would grow along the series.
+    model = randomised(config, std=0.12)
+    z = torch.randn(3, config.latent_dim)
+    noise = generate.draw_noise(model, 3, 60, torch.Generator().manual_seed(1))
+    fast = generate.generate(model, z, 60, noise=noise)
+    slow = naive_generate_whole(model, z, 60, noise)
+    assert np.isfinite(slow).all() and np.abs(slow).max() > 0
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6 * np.abs(slow).max())
+    with torch.no_grad():  # the memories take part: without them the series is another
+        model.memory_weights.out.weight.zero_()
+        model.memory_weights.out.bias.zero_()
+    forgetful = generate.generate(model, z, 60, noise=noise)
+    assert np.abs(forgetful - fast).max() > 0.01 * np.abs(fast).max()
+
+
+def test_whole_decoder_takes_no_context():
+    model = VAE(ModelConfig(decoder="whole"))
+    context = np.zeros((1, 1, model.receptive_field), dtype=np.float32)
+    with pytest.raises(generate.GenerationError, match="from nothing"):
+        generate.generate(model, np.zeros((1, 6)), 10, context=context, seed=0)
+
+
 def test_zero_context_seed_and_lengths():
     model = randomised(ModelConfig(scale_equivariant=True, log_scale_mean=math.log(0.05)))
     z = np.zeros((2, 6), dtype=np.float32)

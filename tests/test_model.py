@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minrep.model import VAE, ModelConfig, Prediction, latent_covariance
+from minrep.model import (
+    VAE,
+    ModelConfig,
+    Prediction,
+    exponential_memories,
+    latent_covariance,
+    time_features,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +88,88 @@ def test_length_independent_and_minimum_length():
         model(torch.randn(3, 2, 32))
     with pytest.raises(ValueError, match=r"\(batch, 2, L\)"):
         model(torch.randn(3, 1, 50))
+
+
+def whole_model(dim: int = 1) -> VAE:
+    """A "whole"-decoder model in float64 with every output weight non-zero (the memory
+    weights and, when scale-equivariant, the head start at zero)."""
+    model = VAE(ModelConfig(dim=dim, decoder="whole", scale_equivariant=True)).double()
+    nn.init.normal_(model.decoder.head_out.weight, std=0.1)
+    nn.init.normal_(model.memory_weights.out.weight, std=0.3)
+    return model
+
+
+def test_exponential_memories_equal_the_recursion():
+    timescales = (1.5, 8.0, 300.0)
+    x = torch.randn(2, 3, 500, dtype=torch.float64)
+    memories = exponential_memories(x, timescales)
+    assert memories.shape == (2, 3, 3, 500)
+    for k, tau in enumerate(timescales):
+        a = math.exp(-1 / tau)
+        m = torch.zeros(2, 3, dtype=torch.float64)
+        for t in range(500):  # m(t) = a m(t - 1) + (1 - a) x(t - 1), m(0) = 0
+            torch.testing.assert_close(memories[:, :, k, t], m, rtol=0, atol=1e-12)
+            m = a * m + (1 - a) * x[..., t]
+
+
+def test_time_features_are_the_weight_the_observed_past_fills():
+    times = torch.arange(-5, 3000)
+    features = time_features(times, (4.0, 1024.0))
+    assert (features[:, times <= 0] == 0).all()
+    # A memory of a series of ones is 1 - a^t: what the feature says.
+    ones = torch.ones(1, 1, 3000, dtype=torch.float64)
+    filled = exponential_memories(ones, (4.0, 1024.0))[0, 0]
+    torch.testing.assert_close(features[:, 5:].double(), filled, rtol=0, atol=1e-6)
+    assert features.max() <= 1 and features[0, -1] > 0.999 and features[1, -1] < 0.95
+
+
+def test_whole_decoder_predicts_every_step_causally():
+    """The law of displacement t depends on displacements before t only, all of them (through
+    the memories, far beyond the receptive field), and the first on the latent alone."""
+    model = whole_model()
+    assert model.config.first_predicted_step == 0 and model.config.min_steps == 9
+    x = torch.randn(1, 1, 400, dtype=torch.float64)
+    z = torch.randn(1, 6, dtype=torch.float64)
+    base = model.predict(x, z)
+    assert base.mean.shape == (1, 1, 1, 400)  # every displacement
+    t = 70
+    changed = x.clone()
+    changed[..., t] += 1.0
+    other = model.predict(changed, z)
+    diff = ((other.mean - base.mean).abs() + (other.log_sigma - base.log_sigma).abs())[0, 0, 0]
+    # The memories are computed by FFT: rounding reaches every step, at 1e-15 in float64.
+    assert diff[: t + 1].max() < 1e-12
+    assert (diff[t + 1 :] > 1e-6).all()  # every later step: memory of the whole past
+    empty = model.predict(torch.zeros_like(x), z)  # the first step sees no displacement
+    torch.testing.assert_close(empty.mean[..., 0], base.mean[..., 0])
+
+
+def test_whole_decoder_law_does_not_depend_on_the_length():
+    """The law of the first n displacements is the same in a trajectory of any length: the
+    conditioning depends on the latent and the time, not on L (unlike the paper's upsampler)."""
+    model = whole_model(dim=2)
+    x = torch.randn(3, 2, 600, dtype=torch.float64)
+    z = torch.randn(3, 6, dtype=torch.float64)
+    full = model.predict(x, z)
+    for n in (10, 33, 250):
+        part = model.predict(x[..., :n], z)
+        torch.testing.assert_close(part.mean, full.mean[..., :n], rtol=0, atol=1e-10)
+        torch.testing.assert_close(part.log_sigma, full.log_sigma[..., :n], rtol=0, atol=1e-10)
+    out = model(x[..., :9])  # the shortest a whole-decoder model takes
+    assert torch.isfinite(out["nll"]).all()
+    with pytest.raises(ValueError, match="at least 9 displacements"):
+        model(x[..., :8])
+
+
+def test_whole_decoder_starts_as_brownian_motion_at_the_training_scale():
+    """At initialisation (zero head and memory weights, scale-equivariant) every displacement,
+    the first included, is N(0, s^2) with the training set's mean scale s."""
+    config = ModelConfig(decoder="whole", scale_equivariant=True, log_scale_mean=math.log(0.05))
+    model = VAE(config)
+    x = torch.randn(4, 1, 50) * 0.05
+    out = model(x, sample=False)
+    expected = (0.5 * math.log(2 * math.pi) + math.log(0.05) + x**2 / (2 * 0.05**2)).mean((1, 2))
+    torch.testing.assert_close(out["nll"], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_loss_equals_a_hand_computation():

@@ -2,10 +2,13 @@
 
 The WaveNet decoder is run one time step at a time. Each dilated layer keeps a ring buffer of
 the inputs it will still need (the last ``2 * dilation`` for kernel 3), so a step computes one
-new position per layer instead of re-running the network on the whole receptive field; the
-latent is upsampled once for the whole length, and each block's conditioning is computed from
-it once per chunk of 256 steps (a few MB, so it stays in cache at any length). Shapes follow
-:mod:`minrep.model`: displacements ``(batch, dim, time)``, latents ``(batch, latent_dim)``.
+new position per layer instead of re-running the network on the whole receptive field. Each
+block's conditioning is computed once per chunk of 256 steps (a few MB, so it stays in cache at
+any length): from the latent upsampled once for the whole length (the paper's ``"window"``
+decoder), or from the latent's code and the time (``"whole"``, whose memories of the past are
+updated by one multiply-add per step, so that a step costs the same at any length). Shapes
+follow :mod:`minrep.model`: displacements ``(batch, dim, time)``, latents ``(batch,
+latent_dim)``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minrep import MinrepError, io
-from minrep.model import RESIDUAL_SCALE, VAE
+from minrep.model import RESIDUAL_SCALE, VAE, memory_decays
 from minrep.progress import bar
 
 CONDITION_CHUNK = 256  # time steps of block conditioning held at once
@@ -115,11 +118,10 @@ class FastDecoder:
         self.w_hidden, self.b_hidden = _flat(decoder.head_hidden), decoder.head_hidden.bias
         self.w_out, self.b_out = _flat(decoder.head_out), decoder.head_out.bias
 
-    def _conditioning(self, condition_by_time: Tensor, start: int) -> list[Tensor]:
-        """Each block's conditioning term for times start .. start + CONDITION_CHUNK - 1,
-        (chunk, batch, 2r). Computed chunk by chunk: for the whole of a long trajectory it
-        would not fit in cache."""
-        part = condition_by_time[start : start + CONDITION_CHUNK]  # (chunk, batch, latent)
+    def _conditioning(self, part: Tensor) -> list[Tensor]:
+        """Each block's conditioning term from the conditioning of a chunk of times, ``part``
+        (chunk, batch, condition_channels) -> (chunk, batch, 2r) each. Computed chunk by chunk:
+        for the whole of a long trajectory it would not fit in cache."""
         rows = part.reshape(-1, part.shape[-1])
         return [
             torch.addmm(b.condition_bias, rows, b.condition_weight).view(*part.shape[:2], -1)
@@ -143,11 +145,14 @@ class FastDecoder:
 
     def run(self, z: Tensor, context: Tensor, noise: dict, progress: bool = False) -> Tensor:
         """Displacements (batch, dim, n_steps) after ``context`` (batch, dim, receptive_field)
-        for latents ``z`` (batch, latent_dim), with the random numbers of ``noise``."""
+        for latents ``z`` (batch, latent_dim), with the random numbers of ``noise``. The
+        ``"whole"`` decoder starts from nothing: its context is zeros, marked unobserved."""
         c, rf = self.config, self.model.receptive_field
+        whole = c.decoder == "whole"
         batch, n_steps = z.shape[0], noise["normal"].shape[-1]
         total = rf + n_steps
-        condition_by_time = self.model.upsampler(z, total).permute(2, 0, 1).contiguous()
+        if not whole:
+            condition_by_time = self.model.upsampler(z, total).permute(2, 0, 1).contiguous()
         log_scale = self.model.log_scale(z)
         inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
         r = c.residual_channels
@@ -157,12 +162,25 @@ class FastDecoder:
         step_noise = {k: v.permute(2, 0, 1).contiguous().to(self.device) for k, v in noise.items()}
         series = torch.zeros(total, batch, c.dim, device=self.device)
         series[:rf] = context.permute(2, 0, 1)
+        if whole:  # the memories of the past, in the decoder's units, and their decays
+            memories = torch.zeros(batch, c.dim, len(c.memory_timescales), device=self.device)
+            decay = memory_decays(c.memory_timescales).to(memories)
+            observed = torch.ones(batch, 1, device=self.device)
         for step in bar(range(total - 1), desc="generate", enabled=progress, unit="step"):
             now = step + 1  # the time whose displacement this step predicts
             if step == 0 or now % CONDITION_CHUNK == 0:
                 chunk_start = now - now % CONDITION_CHUNK
-                terms = self._conditioning(condition_by_time, chunk_start)
+                if whole:
+                    times = torch.arange(chunk_start, chunk_start + CONDITION_CHUNK) - rf
+                    part = self.model.condition_at(z, times.to(self.device))
+                    weights = self.model.memory_weights(part).permute(3, 0, 1, 2)
+                    part = part.permute(2, 0, 1)
+                else:
+                    part = condition_by_time[chunk_start : chunk_start + CONDITION_CHUNK]
+                terms = self._conditioning(part)
             x = series[step] if inv_scale is None else series[step] * inv_scale
+            if whole:  # the mark of an observed input: displacements from index rf on
+                x = torch.cat([x, observed if step >= rf else 0 * observed], dim=1)
             skips = self._skips(x, step, layers, [t[now - chunk_start] for t in terms])
             if now < rf:
                 continue  # still inside the given context
@@ -170,8 +188,14 @@ class FastDecoder:
             out = torch.addmm(self.b_out, F.relu(hidden), self.w_out)
             t = now - rf
             uniform = step_noise["uniform"][t][..., None] if "uniform" in step_noise else None
-            law = self.model.law(out[..., None], log_scale)
+            memory_mean = None
+            if whole:
+                memory_mean = (weights[now - chunk_start] * memories).sum(dim=2)[..., None]
+            law = self.model.law(out[..., None], log_scale, memory_mean)
             series[now] = law.sample(step_noise["normal"][t][..., None], uniform)[..., 0]
+            if whole:
+                new = series[now] if inv_scale is None else series[now] * inv_scale
+                memories = torch.addcmul(memories * decay, 1 - decay, new[..., None])
         return series[rf:].permute(1, 2, 0)
 
 
@@ -258,7 +282,10 @@ def checked_latents(model: VAE, z) -> np.ndarray:
                     f"(the model's latents are of order 1: the prior is N(0, 1))"
                     + _rows_count(rows)
                 )
-        condition = model.upsampler(tensor, model.receptive_field + 1).flatten(1)
+        if c.decoder == "whole":
+            condition = model.condition_at(tensor, torch.zeros(1, dtype=torch.long)).flatten(1)
+        else:
+            condition = model.upsampler(tensor, model.receptive_field + 1).flatten(1)
         rows = np.flatnonzero(~torch.isfinite(condition).all(dim=1).cpu().numpy())
         if rows.size:
             raise GenerationError(
@@ -310,6 +337,11 @@ def _context(model: VAE, context, batch: int) -> Tensor:
     shape = (batch, c.dim, model.receptive_field)
     if context is None:
         return torch.zeros(shape)
+    if c.decoder == "whole":
+        raise GenerationError(
+            "this model's decoder predicts every displacement from the start: it generates "
+            "from nothing and takes no context"
+        )
     context = torch.as_tensor(np.asarray(context, dtype=np.float32))
     if tuple(context.shape) != shape:
         raise GenerationError(

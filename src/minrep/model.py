@@ -1,10 +1,22 @@
 """The beta-VAE of the paper (Table I, Appendix A): a convolutional encoder, a latent upsampler
 and an autoregressive WaveNet decoder that gives the law of each displacement.
 
-Shapes: trajectories are displacements ``(batch, dim, L)``. The decoder predicts displacement
-``t`` from displacements ``t - receptive_field .. t - 1`` and the latent, for
-``t = receptive_field .. L - 1`` (367 predictions for L = 399 and the paper's receptive field
-of 32). Every convolution is unpadded, as in the paper.
+Shapes: trajectories are displacements ``(batch, dim, L)``. Two decoders, chosen by
+``ModelConfig.decoder``:
+
+- ``"window"``, the paper's: displacement ``t`` from displacements ``t - receptive_field ..
+  t - 1`` and the latent, for ``t = receptive_field .. L - 1`` (367 predictions for L = 399 and
+  the paper's receptive field of 32). Every convolution is unpadded, as in the paper.
+- ``"whole"``: every displacement, ``t = 0 .. L - 1``, the first from the latent alone. The same
+  WaveNet sees the window before ``t`` left-padded with zeros, plus a channel that marks which
+  inputs are observed; a bank of exponentially decaying memories of the whole past,
+  ``m_k(t) = sum_{s<t} (1 - a_k) a_k^(t-1-s) x_s`` with ``a_k = exp(-1 / tau_k)`` at timescales
+  ``tau_k`` of 4 .. 1024 steps, adds ``sum_k w_k(z, t) m_k(t)`` to the predicted mean: linear in
+  the past, as the best predictor of a Gaussian process is (fractional Gaussian noise's power-law
+  memory is close to such a sum of exponentials: Carmona and Coutin 1998). The conditioning is
+  the latent's code and the features ``1 - a_k^t`` (how much of each memory the observed past
+  fills), the same for any length ``L``, so a trajectory of any length is encoded, scored and
+  generated with cost per displacement independent of its length.
 
 
 ``scale_equivariant`` (off in ``ModelConfig()``, on in :func:`minrep.train.train`) is a
@@ -86,11 +98,15 @@ class ModelConfig:
     stack_scaling: bool = False  # published code: h <- (2 h + res) sqrt(1/2), skips sqrt(1/n)
     condition_bias: bool = True  # published code: the conditioning 1x1 convolutions have none
     output_init: str = "minrep"  # "published": last layer N(0, 2 / fan_in) cut at +-2
+    decoder: str = "window"  # "window": the paper's; "whole": every step, whole-past memory
+    memory_timescales: tuple[float, ...] = (4, 8, 16, 32, 64, 128, 256, 512, 1024)  # "whole"
+    memory_hidden: int = 32  # "whole": hidden units of the memory weights w_k(z, t)
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
         self.decoder_hidden = tuple(self.decoder_hidden)
         self.dilations = tuple(self.dilations)
+        self.memory_timescales = tuple(float(tau) for tau in self.memory_timescales)
         for name in (
             "dim",
             "latent_dim",
@@ -102,7 +118,17 @@ class ModelConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name, allowed in (("gate", GATES), ("output_init", ("minrep", "published"))):
+        if self.decoder == "whole" and self.n_mixtures != 1:
+            raise ValueError("ModelConfig.decoder 'whole' predicts one Gaussian: n_mixtures = 1")
+        if any(not tau > 0 for tau in self.memory_timescales):
+            raise ValueError(
+                f"ModelConfig.memory_timescales must be > 0, got {self.memory_timescales}"
+            )
+        for name, allowed in (
+            ("gate", GATES),
+            ("output_init", ("minrep", "published")),
+            ("decoder", DECODERS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"ModelConfig.{name} must be one of {', '.join(allowed)}, got "
@@ -128,9 +154,26 @@ class ModelConfig:
         return self.causal_kernel + sum((self.kernel_size - 1) * d for d in self.dilations)
 
     @property
+    def first_predicted_step(self) -> int:
+        """The first displacement the decoder predicts: the receptive field for the paper's
+        ``"window"`` decoder, 0 for ``"whole"``. The model's NLL is over steps from here on."""
+        return 0 if self.decoder == "whole" else self.receptive_field
+
+    @property
+    def condition_channels(self) -> int:
+        """Channels of the decoder's conditioning: the upsampled latent (``"window"``), or the
+        latent's code and one time feature per memory (``"whole"``)."""
+        if self.decoder == "whole":
+            return self.upsample_channels + len(self.memory_timescales)
+        return self.latent_dim
+
+    @property
     def min_steps(self) -> int:
-        """Fewest displacements a trajectory needs: one prediction after a full receptive
-        field, and something left for the encoder's and upsampler's unpadded kernels."""
+        """Fewest displacements a trajectory needs: one prediction (after a full receptive
+        field for the ``"window"`` decoder), and something left for the encoder's (and
+        upsampler's) unpadded kernels."""
+        if self.decoder == "whole":
+            return (self.kernel_size - 1) * self.encoder_layers + 1
         shrink = (self.kernel_size - 1) * max(self.encoder_layers, self.upsample_layers)
         return max(self.receptive_field + 1, shrink + 1)
 
@@ -150,6 +193,7 @@ class ModelConfig:
 
 
 GATES = ("tanh", "linear")
+DECODERS = ("window", "whole")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +228,12 @@ class Encoder(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv1d(config.dim if i == 0 else c, c, k) for i in range(config.encoder_layers)
         )
-        flat = 2 * c * config.pool_size + (1 if config.scale_equivariant else 0)
-        self.mlp = mlp([flat, *config.encoder_hidden], final_relu=True)
+        # Scalars beside the pooled features: the log RMS (scale-equivariant) and, for the
+        # "whole" decoder, which takes any length, the log of the length (each pooled bin
+        # spans L / pool_size steps: SBM's law depends on the time since its start).
+        self.with_length = config.decoder == "whole"
+        scalars = int(config.scale_equivariant) + int(self.with_length)
+        self.mlp = mlp([2 * c * config.pool_size + scalars, *config.encoder_hidden], True)
         self.latent = nn.Linear(config.encoder_hidden[-1], 2 * config.latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -205,6 +253,9 @@ class Encoder(nn.Module):
         if self.config.scale_equivariant:
             log_scale = (scale.log() - self.config.log_scale_mean)[:, None]
             pooled = torch.cat([pooled, log_scale], dim=1)
+        if self.with_length:
+            log_length = pooled.new_full((len(x), 1), math.log(x.shape[-1]))
+            pooled = torch.cat([pooled, log_length], dim=1)
         mu, logvar = self.latent(self.mlp(pooled)).chunk(2, dim=1)
         return mu, logvar
 
@@ -235,6 +286,65 @@ class LatentUpsampler(nn.Module):
         return h
 
 
+def memory_decays(timescales) -> Tensor:
+    """Decay per step ``a_k = exp(-1 / tau_k)`` of each memory, (K,)."""
+    return torch.exp(-1.0 / torch.as_tensor(timescales, dtype=torch.float64))
+
+
+def time_features(times: Tensor, timescales) -> Tensor:
+    """``1 - a_k^t`` for displacement indices ``times`` (n,): the weight the observed past
+    gives memory k when displacement t is predicted (0 for t <= 0, 1 long after the start)
+    -> (K, n). Bounded, so that times beyond those trained on look like the longest ones."""
+    t = times.to(torch.float64).clamp_min(0)[None, :]
+    return (1 - memory_decays(timescales)[:, None] ** t).to(torch.float32)
+
+
+def exponential_memories(x: Tensor, timescales) -> Tensor:
+    """The memories of the whole past, ``m_k(t) = sum_{s<t} (1 - a_k) a_k^(t-1-s) x_s``
+    (0 at t = 0): displacements (batch, dim, L) -> (batch, dim, K, L), a causal filter applied
+    by FFT (cost L log L, exact to float rounding)."""
+    length = x.shape[-1]
+    a = memory_decays(timescales)[:, None]
+    lag = torch.arange(length, dtype=torch.float64)
+    kernel = torch.where(lag > 0, (1 - a) * a ** (lag - 1).clamp_min(0), 0.0).to(x.dtype)
+    n = 2 * length
+    spectrum = torch.fft.rfft(x, n)[:, :, None, :] * torch.fft.rfft(kernel.to(x.device), n)
+    return torch.fft.irfft(spectrum, n)[..., :length]
+
+
+class LatentCode(nn.Module):
+    """The ``"whole"`` decoder's conditioning: latent (batch, latent_dim) and displacement
+    indices (n,) -> (batch, upsample_channels + K, n), the latent's code (an MLP, the same at
+    every time) next to :func:`time_features`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.timescales = config.memory_timescales
+        sizes = [config.latent_dim, *config.decoder_hidden, config.upsample_channels]
+        self.mlp = mlp(sizes, final_relu=True)
+
+    def forward(self, z: Tensor, times: Tensor) -> Tensor:
+        code = self.mlp(z)[:, :, None].expand(-1, -1, len(times))
+        features = time_features(times, self.timescales).to(z.device)
+        return torch.cat([code, features[None].expand(len(z), -1, -1)], dim=1)
+
+
+class MemoryWeights(nn.Module):
+    """Conditioning (batch, condition_channels, n) -> weight of each memory in the mean of
+    each displacement component, (batch, dim, K, n): a function of the latent and the time
+    only, so that the predicted mean stays linear in the past."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dim, self.k = config.dim, len(config.memory_timescales)
+        self.hidden = nn.Conv1d(config.condition_channels, config.memory_hidden, 1)
+        self.out = nn.Conv1d(config.memory_hidden, self.dim * self.k, 1)
+
+    def forward(self, condition: Tensor) -> Tensor:
+        w = self.out(F.relu(self.hidden(condition)))
+        return w.view(len(w), self.dim, self.k, -1)
+
+
 def gated_activation(filt: Tensor, gate: Tensor, kind: str) -> Tensor:
     """The WaveNet gate: tanh(filt) sigmoid(gate) (``"tanh"``) or filt sigmoid(gate)
     (``"linear"``, a gated linear unit, as in the paper's published code)."""
@@ -255,7 +365,7 @@ class ResidualBlock(nn.Module):
         self.dilation = dilation
         self.shrink = dilation * (config.kernel_size - 1)
         self.filter_gate = nn.Conv1d(r, 2 * r, config.kernel_size, dilation=dilation)
-        self.condition = nn.Conv1d(config.latent_dim, 2 * r, 1, bias=config.condition_bias)
+        self.condition = nn.Conv1d(config.condition_channels, 2 * r, 1, bias=config.condition_bias)
         # Nothing reads the residual stream after the last block: it has a skip output only.
         self.residual = None if last else nn.Conv1d(r, r, 1)
         self.skip = nn.Conv1d(r, config.skip_channels, 1)
@@ -285,7 +395,8 @@ class WaveNet(nn.Module):
         super().__init__()
         self.config = config
         r = config.residual_channels
-        self.input = nn.Conv1d(config.dim, r, 1)
+        # The "whole" decoder's input has a channel more: 1 where the past is observed.
+        self.input = nn.Conv1d(config.dim + int(config.decoder == "whole"), r, 1)
         self.causal = nn.Conv1d(r, r, config.causal_kernel)
         n = len(config.dilations)
         self.blocks = nn.ModuleList(
@@ -361,7 +472,11 @@ class VAE(nn.Module):
         self.training_range: dict | None = None
         self.config = config or ModelConfig()
         self.encoder = Encoder(self.config)
-        self.upsampler = LatentUpsampler(self.config)
+        if self.config.decoder == "whole":
+            self.latent_code = LatentCode(self.config)
+            self.memory_weights = MemoryWeights(self.config)
+        else:
+            self.upsampler = LatentUpsampler(self.config)
         self.decoder = WaveNet(self.config)
         if self.config.scale_equivariant:
             self.scale_head = nn.Linear(self.config.latent_dim, 1)
@@ -371,13 +486,18 @@ class VAE(nn.Module):
     def receptive_field(self) -> int:
         return self.config.receptive_field
 
+    @property
+    def first_predicted_step(self) -> int:
+        return self.config.first_predicted_step
+
     def reset_parameters(self) -> None:
         """The paper's initialisation: Kaiming normal (fan_out, ReLU) weights and zero biases;
         zero log-variance rows in the latent layer; a fan_in normal last layer: standard
         deviation sqrt(2 / fan_in) cut at +-2 (``output_init="published"``, the published
         code's ReLU gain) or 1 / sqrt(fan_in) cut at two standard deviations (minrep); zero
         when ``scale_equivariant`` (the prediction then starts as Brownian motion at the
-        training set's mean scale, instead of log sigma spread over -55 .. 2)."""
+        training set's mean scale, instead of log sigma spread over -55 .. 2). The memory
+        weights of the ``"whole"`` decoder start at zero: no long memory."""
         for module in self.modules():
             if isinstance(module, nn.Conv1d | nn.ConvTranspose1d | nn.Linear):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -386,6 +506,8 @@ class VAE(nn.Module):
         latent = self.encoder.latent
         with torch.no_grad():
             latent.weight[self.config.latent_dim :] = 0.0
+        if self.config.decoder == "whole":
+            nn.init.zeros_(self.memory_weights.out.weight)
         out = self.decoder.head_out
         if self.config.scale_equivariant:
             nn.init.zeros_(out.weight)
@@ -406,10 +528,14 @@ class VAE(nn.Module):
                 f"{tuple(x.shape)}"
             )
         if x.shape[-1] < self.config.min_steps:
+            why = (
+                "for the encoder's convolutions"
+                if self.first_predicted_step == 0
+                else f"one prediction after the receptive field of {self.receptive_field}"
+            )
             raise ValueError(
-                f"trajectories need at least {self.config.min_steps} displacements "
-                f"(one prediction after the receptive field of {self.receptive_field}), got "
-                f"{x.shape[-1]}"
+                f"trajectories need at least {self.config.min_steps} displacements ({why}), "
+                f"got {x.shape[-1]}"
             )
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -421,13 +547,18 @@ class VAE(nn.Module):
         """Log of the decoder's displacement scale, (batch,), or None (paper network)."""
         return self.scale_head(z)[:, 0] if self.config.scale_equivariant else None
 
-    def law(self, head_output: Tensor, log_scale: Tensor | None) -> Prediction:
-        """WaveNet head output (batch, dim * params, n) -> law of n displacements in
-        displacement units (undoing the decoder's scale)."""
+    def law(
+        self, head_output: Tensor, log_scale: Tensor | None, memory_mean: Tensor | None = None
+    ) -> Prediction:
+        """WaveNet head output (batch, dim * params, n) and, for the ``"whole"`` decoder, the
+        memories' part of the mean (batch, dim, n), both in the decoder's units -> law of n
+        displacements in displacement units (undoing the decoder's scale)."""
         c = self.config
         k = c.n_mixtures
         out = head_output.reshape(head_output.shape[0], c.dim, -1, head_output.shape[-1])
         mean, log_sigma = out[:, :, :k], out[:, :, k : 2 * k]
+        if memory_mean is not None:
+            mean = mean + memory_mean[:, :, None]
         log_weight = torch.log_softmax(out[:, :, 2 * k :], dim=2) if k > 1 else None
         if log_scale is not None:
             mean = mean * torch.exp(log_scale)[:, None, None, None]
@@ -435,14 +566,38 @@ class VAE(nn.Module):
         return Prediction(mean, log_sigma.clamp_min(c.log_sigma_min), log_weight)
 
     def predict(self, x: Tensor, z: Tensor) -> Prediction:
-        """Law of displacements ``receptive_field .. L - 1`` of ``x`` (batch, dim, L) given the
-        latent ``z`` (batch, latent_dim)."""
+        """Law of displacements ``first_predicted_step .. L - 1`` of ``x`` (batch, dim, L)
+        given the latent ``z`` (batch, latent_dim)."""
+        if self.config.decoder == "whole":
+            return self._predict_whole(x, z)
         condition = self.upsampler(z, x.shape[-1])  # column t conditions displacement t
         log_scale = self.log_scale(z)
         past = x[..., :-1]
         if log_scale is not None:
             past = past * torch.exp(-log_scale)[:, None, None]
         return self.law(self.decoder(past, condition), log_scale)
+
+    def condition_at(self, z: Tensor, times: Tensor) -> Tensor:
+        """The ``"whole"`` decoder's conditioning of displacements ``times`` (n,; negative:
+        the padding before the start), (batch, condition_channels, n)."""
+        return self.latent_code(z, times)
+
+    def _predict_whole(self, x: Tensor, z: Tensor) -> Prediction:
+        rf, length = self.receptive_field, x.shape[-1]
+        # Column j of the padded input holds displacement j - rf, zeros (and mark 0) before
+        # the start; output column t then sees displacements t - rf .. t - 1.
+        observed = torch.ones_like(x[:, :1])
+        past = F.pad(torch.cat([x, observed], dim=1)[..., :-1], (rf, 0))
+        condition = self.condition_at(z, torch.arange(1 - rf, length))
+        log_scale = self.log_scale(z)
+        memories = exponential_memories(x, self.config.memory_timescales)
+        if log_scale is not None:
+            inverse_scale = torch.exp(-log_scale)[:, None, None]
+            past = torch.cat([past[:, :-1] * inverse_scale, past[:, -1:]], dim=1)
+            memories = memories * inverse_scale[..., None]
+        weights = self.memory_weights(condition[..., rf - 1 :])
+        memory_mean = (weights * memories).sum(dim=2)
+        return self.law(self.decoder(past, condition), log_scale, memory_mean)
 
     def forward(self, x: Tensor, sample: bool = True) -> dict[str, Tensor]:
         """Encode, sample z (its mean when ``sample`` is False), decode. Returns ``mu``,
@@ -451,7 +606,7 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         prediction = self.predict(x, z)
-        nll = -prediction.log_prob(x[..., self.receptive_field :]).mean(dim=(1, 2))
+        nll = -prediction.log_prob(x[..., self.first_predicted_step :]).mean(dim=(1, 2))
         return {"mu": mu, "logvar": logvar, "z": z, "nll": nll, "kl": kl_to_prior(mu, logvar)}
 
     def loss(
