@@ -135,6 +135,29 @@ def test_batches_cover_each_trajectory_once_per_epoch():
     assert torch.equal(torch.cat([ordered[i] for i in range(11)]).flatten(), data.flatten())
 
 
+def test_cropped_batches_are_seeded_prefixes_from_the_shortest_to_the_whole():
+    data = torch.arange(64 * 400, dtype=torch.float32).view(64, 1, 400)
+    batches = train.Batches(data, 1, shuffle=True, seed=2, crop_min_steps=10)
+    lengths = []
+    for epoch in range(10):
+        batches.epoch = epoch
+        for i in range(len(batches)):
+            batch = batches[i]
+            row = int(batch[0, 0, 0]) // 400
+            torch.testing.assert_close(batch, data[row : row + 1, :, : batch.shape[-1]])
+            lengths.append(batch.shape[-1])
+    lengths = np.array(lengths)
+    assert lengths.min() >= 10 and lengths.max() == 400
+    # Half whole (640 draws: a binomial spread of 20), the rest log-uniform on [10, 400]:
+    # a median of sqrt(10 * 400) = 63 and a quarter under 10 * 40 ** 0.25 = 25.
+    assert abs((lengths == 400).sum() - 320) < 60
+    short = lengths[lengths < 400]
+    assert 45 < np.median(short) < 90 and 0.17 < (short < 25).mean() < 0.33
+    again = train.Batches(data, 1, shuffle=True, seed=2, crop_min_steps=10)
+    again.epoch = 9
+    assert [again[i].shape[-1] for i in range(64)] == list(lengths[-64:])
+
+
 def test_split_is_seeded_and_disjoint():
     a_train, a_val = train.split(1000, 0.2, seed=1)
     b_train, b_val = train.split(1000, 0.2, seed=1)
@@ -734,6 +757,29 @@ def test_a_proposal_must_compare_with_an_earlier_stage_at_the_same_beta():
         Stage(1, 1e-3, compare_with=0)
     with pytest.raises(ValueError, match="stage 1: start_from must name an earlier stage"):
         Plan([Stage(1, 1e-3, start_from=1)])
+
+
+def test_whole_decoder_trains_on_prefixes_and_scores_every_step(tiny, tmp_path):
+    run, data = tmp_path / "run", io.save_npz(tiny, tmp_path / "tiny.npz")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(TWO_STAGES.to_dict()))
+    options = ["--decoder", "whole", "--batch-size", "32"]
+    result = CliRunner().invoke(
+        app, ["train", str(data), "-o", str(run), "--plan", str(plan), *options]
+    )
+    assert result.exit_code == 0, result.output
+    assert recorded(run).crop_min_steps == train.WHOLE_DECODER_CROP
+    model = load_model(run)
+    assert model.config.decoder == "whole" and model.config.first_predicted_step == 0
+    history = read_history(run)
+    expected = processes.exact_nll(*_val_arrays(tiny), start=0).mean()  # every step
+    assert float(history[0]["val_exact_nll"]) == pytest.approx(expected, rel=1e-9)
+    assert history[0]["val_exact_nll_rf"] in ("", "nan")
+    short = ["--crop-min-steps", "5", "--max-epochs", "1"]
+    refused = CliRunner().invoke(
+        app, ["train", str(data), "-o", str(tmp_path / "b"), *options, *short]
+    )
+    assert refused.exit_code != 0 and "shorter than the 9 displacements" in refused.output
 
 
 def test_validation_exact_nll_of_a_measured_set():

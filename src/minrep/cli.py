@@ -556,6 +556,19 @@ def train(
     init: Annotated[
         str | None, typer.Option(help="start from this model's weights (path or shipped name)")
     ] = None,
+    decoder: Annotated[
+        str,
+        typer.Option(
+            help="window: the paper's (predicts from the receptive field on); whole: every "
+            "displacement, with memory of the whole past, any length"
+        ),
+    ] = "window",
+    crop_min_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="train on prefixes of random length from N displacements (whole decoder: 10)"
+        ),
+    ] = None,
 ):
     """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
     from minrep import checkpoint
@@ -567,6 +580,7 @@ def train(
         # Every option first, then the run directory, then the data: nothing is written, and
         # no data read, for a setting that cannot work.
         _check_train_options(ctx, batch_size, max_epochs, latent_dim, seed, lr, preset, plan, init)
+        _check_network_options(ctx, decoder, paper_network, init, crop_min_steps)
         device_count = _check_hardware(accelerator, devices, num_nodes)
         check_output(output, kind="directory")
         custom = _read_plan(plan) if plan is not None else None
@@ -583,7 +597,7 @@ def train(
             if paper_network:
                 config = ModelConfig.published(**sizes)
             else:
-                config = ModelConfig(**sizes, scale_equivariant=True)
+                config = ModelConfig(**sizes, scale_equivariant=True, decoder=decoder)
         training = TrainConfig(
             preset=preset if plan is None else None,
             plan=custom,
@@ -595,6 +609,7 @@ def train(
             num_nodes=num_nodes,
             max_epochs=max_epochs,
             lr=lr,
+            crop_min_steps=crop_min_steps,
         )
         if resume:
             _warn_on_resume(ctx, output, training, config, plan)
@@ -656,6 +671,18 @@ def _check_train_options(ctx, batch_size, max_epochs, latent_dim, seed, lr, pres
             "--latent-dim and --paper-network build a new network; --init starts from "
             "the network of the model given"
         )
+
+
+def _check_network_options(ctx, decoder, paper_network, init, crop_min_steps) -> None:
+    from minrep.model import DECODERS
+
+    if decoder not in DECODERS:
+        raise OptionError(f"--decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
+    if paper_network and decoder != "window":
+        raise OptionError("--paper-network is the paper's network, with its window decoder")
+    if init is not None and _given(ctx, "decoder"):
+        raise OptionError("--decoder builds a new network; --init starts from the model given")
+    _at_least("--crop-min-steps", crop_min_steps, 1)
 
 
 def _warn_on_resume(

@@ -113,11 +113,21 @@ _FIELD_CHECKS = {
         "a count (-1: all) or a string",
     ),
     "num_nodes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "crop_min_steps": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
 }
 
 # Fixed when a run starts; a resumed run keeps its own. The other fields (when to stop, on
 # which hardware) are the caller's on every call.
-RUN_FIELDS = ("preset", "plan", "batch_size", "val_fraction", "seed", "lr", "init")
+RUN_FIELDS = (
+    "preset",
+    "plan",
+    "batch_size",
+    "val_fraction",
+    "seed",
+    "lr",
+    "init",
+    "crop_min_steps",
+)
 
 
 @dataclass
@@ -131,7 +141,9 @@ class TrainConfig:
     anneal a trained model further. ``max_epochs`` stops early whatever the plan (a resumed
     run goes on to the end of its plan). ``accelerator``, ``devices`` and ``num_nodes`` are
     Lightning's; more than one device or node trains data-parallel (DDP), ``batch_size`` per
-    device."""
+    device. ``crop_min_steps`` trains on prefixes of random length (:class:`Batches`) from
+    that many displacements to the whole; None: whole trajectories, except for a network
+    with the ``"whole"`` decoder, whose runs then record :data:`WHOLE_DECODER_CROP`."""
 
     preset: str | None = "quick"
     plan: Plan | None = None
@@ -144,6 +156,7 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
+    crop_min_steps: int | None = None
 
     def __post_init__(self):
         if isinstance(self.init, os.PathLike):
@@ -198,18 +211,34 @@ class TrainConfig:
 # Data: the whole set stays in memory as one tensor; batches are slices of it.
 
 
+WHOLE_DECODER_CROP = 10
+"""Shortest prefix a ``"whole"``-decoder network is trained on by default (displacements):
+the 2024 AnDi challenge's tracks start at 20 positions."""
+
+
 class Batches(torch.utils.data.Dataset):
     """Item i is this process's i-th batch. Batches are slices of a permutation drawn afresh
     each epoch (``shuffle``) from ``seed`` and the epoch, the same on every process; process
     ``rank`` of ``world`` takes batches rank, rank + world, ... For training (``pad``) every
     process gets the same number of batches (data-parallel steps must pair up), wrapping
-    around to the first batches; for validation nothing is counted twice."""
+    around to the first batches; for validation nothing is counted twice.
+
+    ``crop_min_steps``: each batch is cut to its first n displacements, the same n for the
+    whole batch (no padding, nothing masked): the whole length for half the batches, else n
+    log-uniform between ``crop_min_steps`` and the whole, drawn from the seed, epoch and
+    batch. Prefixes, not windows: SBM's law depends on the time since the start."""
 
     def __init__(
-        self, data: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0, pad: bool = True
+        self,
+        data: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        pad: bool = True,
+        crop_min_steps: int | None = None,
     ):
         self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
-        self.pad = pad
+        self.pad, self.crop_min_steps = pad, crop_min_steps
         self.epoch, self.rank, self.world = 0, 0, 1
         self._order_epoch, self._order = None, None
 
@@ -245,7 +274,18 @@ class Batches(torch.utils.data.Dataset):
         j = (self.rank + i * self.world) % self.n_batches
         sl = slice(j * self.batch_size, (j + 1) * self.batch_size)
         order = self._permutation()
-        return self.data[sl] if order is None else self.data[order[sl]]
+        batch = self.data[sl] if order is None else self.data[order[sl]]
+        return batch if self.crop_min_steps is None else batch[..., : self.crop_length(j)]
+
+    def crop_length(self, j: int) -> int:
+        """Displacements kept of batch ``j`` of this epoch (see the class docstring)."""
+        full = self.data.shape[-1]
+        low = min(self.crop_min_steps, full)
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 7919 + j)
+        whole, u = torch.rand(2, generator=generator).tolist()
+        if whole < 0.5:
+            return full
+        return min(full, int(math.exp(math.log(low) + u * (math.log(full + 1) - math.log(low)))))
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -632,15 +672,15 @@ def check_data(data: io.Trajectories, config: ModelConfig, source="data") -> Non
 def validation_exact_nll(data: io.Trajectories, start: int) -> dict[str, float] | None:
     """Mean exact NLL of a labelled simulated set, steps ``start ..``: conditioned on all
     earlier steps (``all``, the floor of any model) and on the last ``start`` (``rf``, the
-    floor of a model with that receptive field; NaN for a set simulated with localisation
-    noise or blur, whose steps are conditioned on all earlier ones). None when labels are
-    missing."""
+    floor of a model with that receptive field; NaN for ``start`` 0, a model of the whole
+    past, and for a set simulated with localisation noise or blur, whose steps are
+    conditioned on all earlier ones). None when labels are missing."""
     process = data.process
     if process not in processes.PROCESSES or data.alpha is None or data.D is None:
         return None
     args = (data.displacements, process, data.alpha, data.D)
     measurement = data.measurement()
-    if any(np.any(v != 0) for v in measurement.values()):
+    if start == 0 or any(np.any(v != 0) for v in measurement.values()):
         every = processes.exact_nll(*args, start=start, **measurement)
         return {"all": float(every.mean()), "rf": float("nan")}
     return {
@@ -836,6 +876,13 @@ def _prepare(
         config, model_config, start = _new_run_config(run_dir, config, model_config)
     # minrep's default network works on displacements of order one (see minrep.model).
     model_config = model_config or ModelConfig(dim=data.dim, scale_equivariant=True)
+    if not resume and config.crop_min_steps is None and model_config.decoder == "whole":
+        config = dataclasses.replace(config, crop_min_steps=WHOLE_DECODER_CROP)
+    if config.crop_min_steps is not None and config.crop_min_steps < model_config.min_steps:
+        raise TrainingError(
+            f"crop_min_steps {config.crop_min_steps} is shorter than the {model_config.min_steps} "
+            f"displacements this network needs"
+        )
     check_data(data, model_config, source)
     train_idx, val_idx = _split_checked(data, config, source)
     data_section = {
@@ -854,7 +901,7 @@ def _prepare(
     if saved is None and start is None:
         log_scale = rms_scale(train_set).log().mean().item()
         model_config = dataclasses.replace(model_config, log_scale_mean=log_scale)
-    exact = validation_exact_nll(data.subset(val_idx), model_config.receptive_field)
+    exact = validation_exact_nll(data.subset(val_idx), model_config.first_predicted_step)
     data_section["val_exact_nll"] = exact
     settings = {"training": config.to_dict(), "data": data_section}
     return _Run(
@@ -943,7 +990,13 @@ def _build_module(run: _Run) -> MinrepModule:
     config = run.config
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datasets = [
-        Batches(run.train_set, config.batch_size, shuffle=True, seed=config.seed),
+        Batches(
+            run.train_set,
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            crop_min_steps=config.crop_min_steps,
+        ),
         Batches(run.val_set, 1024, shuffle=False, pad=False),
     ]
     module = MinrepModule(run.model_config, config.plan, datasets, config.seed)
