@@ -326,6 +326,7 @@ def test_generated_statistics_of_a_known_law():
     # windows of 2,000 steps are averaged there).
     assert metrics["alpha_g_error_lags_1_20"] < 0.04
     assert metrics["alpha_g_error_lags_380_400"] < 0.25
+    assert metrics["alpha_g_error_lags_100_1000"] < 0.2  # measured 0.008-0.10 (seeds 0-3)
     assert generated.alpha_g.shape == (1, 398)
     sbm = datasets.make_dataset("sbm", alpha=(1.0,), D=(D,), n_per_cell=40, seed=0)
     generated = analysis.sbm_generation(model, sbm, _zeros(sbm))

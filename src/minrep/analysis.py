@@ -442,7 +442,7 @@ class ReadoutPhase:
         return out
 
 
-def _bayes_estimates(data, mask, receptive_field, training_range, progress) -> dict:
+def _bayes_estimates(data, mask, first_predicted_step, training_range, progress) -> dict:
     """Posterior means of alpha and log10 D (:func:`minrep.stats.bayes_estimate`, uniform prior
     on the training range) of the trajectories in ``mask``, from the steps the decoder predicts
     (``decoder_steps``: what the latents can learn at best) and from all steps (``all_steps``:
@@ -450,7 +450,7 @@ def _bayes_estimates(data, mask, receptive_field, training_range, progress) -> d
     if data.process not in processes.PROCESSES:
         return {}
     out = {}
-    for steps, start in (("decoder_steps", receptive_field), ("all_steps", 0)):
+    for steps, start in (("decoder_steps", first_predicted_step), ("all_steps", 0)):
         alpha, log10_d = stats.bayes_estimate(
             data.displacements[mask],
             data.process,
@@ -506,7 +506,7 @@ def readout_phase(
         if np.ptp(truth[mask]) > 0  # a parameter that does not vary cannot be read out
     }
     features = latents.mu[mask][:, kept]
-    bayes = _bayes_estimates(data, mask, model.receptive_field, training_range, progress)
+    bayes = _bayes_estimates(data, mask, model.first_predicted_step, training_range, progress)
     parameters = {}
     for name, (truth, classical) in factors.items():
         score, predicted, degree = readout(features, truth, seed=seed)
@@ -553,9 +553,10 @@ class LikelihoodPhase:
     nll_cells: np.ndarray  # (n_alpha, n_D)
     exact_nll_cells: np.ndarray | None  # (n_alpha, n_D)
     mu_cells: np.ndarray  # (n_alpha, n_D, latent_dim)
+    first_predicted_step: int = 0  # the means are over steps from here on
 
     def metrics(self) -> dict:
-        out = {"nll_mean": self.nll_mean}
+        out = {"first_predicted_step": self.first_predicted_step, "nll_mean": self.nll_mean}
         if self.exact_nll_mean is not None:
             out["exact_nll_mean"] = self.exact_nll_mean
             out["nll_gap"] = self.nll_mean - self.exact_nll_mean
@@ -565,8 +566,8 @@ class LikelihoodPhase:
 def likelihood_phase(
     model: VAE, data: io.Trajectories, latents: LatentPhase, progress: bool = False
 ) -> LikelihoodPhase:
-    """:func:`model_nll` and :func:`minrep.processes.exact_nll` (steps from the receptive
-    field on) of every trajectory, summarised as a :class:`LikelihoodPhase`."""
+    """:func:`model_nll` and :func:`minrep.processes.exact_nll` (steps from the model's
+    first predicted one on) of every trajectory, summarised as a :class:`LikelihoodPhase`."""
     nll, mask = model_nll(model, data, progress=progress), latents.mask
     exact = exact_mean = exact_cells = None
     if data.process in processes.PROCESSES:
@@ -575,7 +576,7 @@ def likelihood_phase(
             data.process,
             data.alpha,
             data.D,
-            start=model.receptive_field,
+            start=model.first_predicted_step,
             **data.measurement(),
         )
         exact_mean = float(exact[mask].mean())
@@ -589,6 +590,7 @@ def likelihood_phase(
         nll_cells=nll_cells,
         exact_nll_cells=exact_cells,
         mu_cells=_cell_means(latents.mu, data.alpha, data.D)[2],
+        first_predicted_step=model.first_predicted_step,
     )
 
 
@@ -637,6 +639,11 @@ class FBMGeneration:
     receptive_field: int
 
 
+FAR_LAGS = (100, 1000)
+"""Lags of the long-memory check of generated FBM (issue 10): far beyond the paper decoder's
+receptive field of 32, inside the generated length of 6,000."""
+
+
 def _fbm_correlation(data, rows, generated, shown, max_lag) -> dict[float, Curves]:
     """Displacement autocorrelation up to ``max_lag`` of the generated trajectories, of all
     test trajectories and the exact one, for each alpha in ``shown``."""
@@ -667,23 +674,28 @@ def fbm_generation(
     of ``per_alpha`` test trajectories per alpha (Fig. 3a, 3b). The exponent alpha_g is read
     from the mean TA-MSD (each divided by 2 D of its input) over sliding windows of three lags
     up to ``max_lag``, and, as the paper's insets, from one fit over lags 1-20 (inside the
-    receptive field) and one over ``max_lag - 20`` .. ``max_lag`` (far beyond it), against the
-    input alpha; the errors average over the alphas in the training range
-    (:meth:`TrainingRange.of`)."""
+    receptive field) and one over ``max_lag - 20`` .. ``max_lag`` (far beyond it), and, for
+    ``n_steps`` over 1,000, one over :data:`FAR_LAGS`, against the input alpha; the errors
+    average over the alphas in the training range (:meth:`TrainingRange.of`)."""
     training_range = TrainingRange.of(model, training_range)
     rows = _pick(data.alpha, per_alpha, np.random.default_rng(seed))
     generated = generate_many(
         model, mu[rows], n_steps, seed=seed, batch_size=600, progress=progress
     )
-    lags = np.arange(1, max_lag + 1)
-    msd = stats.ta_msd(generated, max_lag) / (2 * data.D[rows, None])
+    far_lag = FAR_LAGS[1] if n_steps > FAR_LAGS[1] else max_lag
+    all_lags = np.arange(1, max(max_lag, far_lag) + 1)
+    msd = stats.ta_msd(generated, len(all_lags)) / (2 * data.D[rows, None])
     alphas, index = np.unique(data.alpha[rows], return_inverse=True)
     group_msd = np.stack([msd[index == i].mean(0) for i in range(len(alphas))])
-    centres, alpha_g = stats.sliding_alpha(lags, group_msd, width=3)
-    short, long = (lags >= 1) & (lags <= 20), (lags >= max_lag - 20) & (lags <= max_lag)
-    alpha_short = stats.fit_power_law(lags[short], group_msd[:, short])[0]
-    alpha_long = stats.fit_power_law(lags[long], group_msd[:, long])[0]
+    lags, window_msd = all_lags[:max_lag], group_msd[:, :max_lag]
+    centres, alpha_g = stats.sliding_alpha(lags, window_msd, width=3)
     inside = training_range.contains("alpha", alphas)
+
+    def fitted(low: int, high: int) -> np.ndarray:
+        chosen = (all_lags >= low) & (all_lags <= high)
+        return stats.fit_power_law(all_lags[chosen], group_msd[:, chosen])[0]
+
+    alpha_short, alpha_long = fitted(1, 20), fitted(max_lag - 20, max_lag)
     metrics = {
         "n_generated": int(len(rows)),
         "n_steps": int(n_steps),
@@ -692,6 +704,11 @@ def fbm_generation(
             np.mean(np.abs(alpha_long - alphas)[inside])
         ),
     }
+    if far_lag == FAR_LAGS[1]:
+        far = fitted(*FAR_LAGS)
+        metrics[f"alpha_g_error_lags_{FAR_LAGS[0]}_{FAR_LAGS[1]}"] = float(
+            np.mean(np.abs(far - alphas)[inside])
+        )
     shown = _nearest(alphas, (0.4, 1.0, 1.6))
     return FBMGeneration(
         metrics=metrics,
@@ -723,16 +740,17 @@ class SBMGeneration:
 
 
 def _sbm_generate(model, data, mu, rows, seed, progress) -> np.ndarray:
-    """SBM ages: where a displacement sits in time matters, and the decoder learned times from
-    its receptive field on. So each trajectory keeps its input's first receptive-field
-    displacements as context and the rest (the training length in all) is generated."""
-    rf = model.receptive_field
-    context = data.displacements[rows, :, :rf]
+    """SBM ages: where a displacement sits in time matters, and the paper's decoder learned
+    times from its receptive field on. So each trajectory keeps its input's first
+    ``first_predicted_step`` displacements as context (none for the "whole" decoder, which
+    generates from nothing) and the rest (the training length in all) is generated."""
+    start = model.first_predicted_step
+    context = data.displacements[rows, :, :start]
     rest = generate_many(
         model,
         mu[rows],
-        data.n_steps - rf,
-        context=context,
+        data.n_steps - start,
+        context=context if start else None,
         seed=seed,
         batch_size=600,
         progress=progress,
@@ -794,7 +812,11 @@ def sbm_generation(
     }
     metrics = {
         "n_generated": int(len(rows)),
-        "context": f"the input's first {model.receptive_field} displacements",
+        "context": (
+            f"the input's first {model.first_predicted_step} displacements"
+            if model.first_predicted_step
+            else "none: generated from nothing"
+        ),
         "alpha_g_error": float(np.nanmean(np.abs(alpha_g - alphas[:, None])[inside])),
         "alpha_input_estimator_error": float(
             np.nanmean(np.abs(alpha_input - alphas[:, None])[inside])
