@@ -6,6 +6,12 @@ naive sampler (``tests/test_generate.py``, the paper's approach: the whole recep
 window through the decoder at every step) runs in the same process on the same model. For
 scale (the issue): the paper's sampler reaches about 60,000 displacements/s at batch 100 and
 65,000-130,000 at batch 600 on this machine kind; the target is 1,000,000 at batch 600.
+
+``--whole MODEL`` adds the same runs for a model with the ``"whole"`` decoder (generation from
+nothing, memories of the whole past): its rate, its ratio to the window model's incremental
+sampler in the same run, and its cost per displacement at T' = 6000 against T' = 400 (issue
+10: at most 1.1x; at least 800,000 displacements/s at batch 600 on 2 cores). Its naive
+reference costs O(T'^2) and is not run.
 """
 
 from __future__ import annotations
@@ -36,11 +42,40 @@ def reference_sampler():
     return module.naive_generate
 
 
+def whole_runs(model, window_rows: list[dict]) -> list[dict]:
+    """The whole-decoder model's rates at the window runs' sizes, as ratios to them."""
+    rows = []
+    for window in window_rows:
+        batch, n_steps = window["batch"], window["n_steps"]
+        z = np.random.default_rng(0).standard_normal((batch, model.config.latent_dim))
+        noise = generate.draw_noise(model, batch, n_steps, torch.Generator().manual_seed(1))
+        start = time.perf_counter()
+        generate.generate(model, z.astype(np.float32), n_steps, noise=noise)
+        rate = batch * n_steps / (time.perf_counter() - start)
+        window_rate = window["incremental_displacements_per_second"]
+        rows.append(
+            {
+                "batch": batch,
+                "n_steps": n_steps,
+                "displacements_per_second": rate,
+                "ratio_to_window_incremental": rate / window_rate,
+            }
+        )
+        print(json.dumps(rows[-1]))
+    for row in rows:  # cost per displacement against the shortest length at the same batch
+        short = next(r for r in rows if r["batch"] == row["batch"] and r["n_steps"] == 400)
+        row["cost_per_displacement_vs_400"] = (
+            short["displacements_per_second"] / row["displacements_per_second"]
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="fbm", help="model path or shipped name (default: fbm)")
+    parser.add_argument("--whole", help="a model with the whole decoder (path or shipped name)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -77,6 +112,9 @@ def main() -> None:
         "model": args.model,
         "runs": rows,
     }
+    if args.whole:
+        results["whole"] = whole_runs(load_model(args.whole), rows)
+        results["whole_model"] = args.whole
     emit(results, args.output)
 
 
