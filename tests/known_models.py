@@ -32,3 +32,14 @@ def known_law_model(process_std: float, correlation: float = 0.0):
         decoder.head_out.weight[0, 1, 0] = -correlation
         decoder.head_out.bias[1] = math.log(process_std)
     return model
+
+
+def known_whole_model(process_std: float):
+    """A ``"whole"``-decoder model set by hand: every displacement, the first included, is
+    N(0, process_std^2) whatever the latent and the past (Brownian motion)."""
+    model = VAE(ModelConfig(scale_equivariant=False, decoder="whole")).eval()
+    with torch.no_grad():
+        for parameter in [*model.decoder.parameters(), *model.memory_weights.parameters()]:
+            parameter.zero_()
+        model.decoder.head_out.bias[1] = math.log(process_std)
+    return model

@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from known_models import known_law_model
+from known_models import known_law_model, known_whole_model
 from minrep import analysis, datasets, io, processes
 from minrep.checkpoint import save_model
 from minrep.cli import app
@@ -400,6 +400,27 @@ def test_the_report_holds_its_figures_and_metrics(tmp_path):
     assert metrics["tamsd_r2_alpha"] < 0.5
     exact = processes.exact_nll(data.displacements, "sbm", data.alpha, data.D, start=32)
     assert metrics["exact_nll_mean"] == pytest.approx(exact.mean())
+
+
+def test_a_whole_decoder_model_is_judged_on_every_step_and_generates_from_nothing():
+    """The hand-set whole-decoder model is BM of D = STD^2 / 2 at every step: its NLL is that
+    of N(0, STD^2) over all 399 steps (none dropped for a receptive field), compared with the
+    exact NLL from step 0; FBM of alpha 1 is generated to the far lags and SBM from nothing."""
+    model, D = known_whole_model(STD), STD**2 / 2
+    fbm = datasets.make_dataset("fbm", alpha=(1.0,), D=(D,), n_per_cell=20, seed=0)
+    result = analysis.analyze(model, fbm, progress=False, generation={"n_steps": 2000})
+    m = result.metrics
+    assert m["first_predicted_step"] == 0
+    x = fbm.displacements.astype(np.float64)
+    gaussian = 0.5 * np.log(2 * np.pi * STD**2) + x**2 / (2 * STD**2)
+    assert m["nll_mean"] == pytest.approx(gaussian.mean(), rel=1e-5)
+    exact = processes.exact_nll(fbm.displacements, "fbm", fbm.alpha, fbm.D, start=0)
+    assert m["exact_nll_mean"] == pytest.approx(exact.mean())
+    assert m["generation"]["alpha_g_error_lags_100_1000"] < 0.2  # as the window model's
+    sbm = datasets.make_dataset("sbm", alpha=(1.0,), D=(D,), n_per_cell=40, seed=0)
+    generated = analysis.sbm_generation(model, sbm, _zeros(sbm))
+    assert generated.metrics["context"].startswith("none")
+    assert generated.metrics["alpha_g_error"] < 0.05  # measured 0.002-0.018 (window model)
 
 
 def test_training_range_given_recorded_or_assumed():
