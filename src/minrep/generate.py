@@ -113,6 +113,12 @@ class FastDecoder:
         self.skip_scale = decoder.skip_scale if c.stack_scaling else 1.0
         self.skip_bias = sum(block.skip.bias for block in decoder.blocks)
         self.w_in, self.b_in = _flat(decoder.input), decoder.input.bias
+        # The "whole" decoder's input has a last channel, 1 for observed displacements: its
+        # weight is folded into a second bias, used from the first observed input on.
+        self.b_in_observed = self.b_in
+        if c.decoder == "whole":
+            self.b_in_observed = self.b_in + self.w_in[c.dim]
+            self.w_in = self.w_in[: c.dim].contiguous()
         self.w_causal, self.b_causal = _flat(decoder.causal), decoder.causal.bias
         self.causal_taps = list(range(c.causal_kernel - 1, -1, -1))
         self.w_hidden, self.b_hidden = _flat(decoder.head_hidden), decoder.head_hidden.bias
@@ -131,7 +137,8 @@ class FastDecoder:
     def _skips(self, x: Tensor, step: int, layers: list[_Layer], terms) -> Tensor:
         """The summed skip outputs (batch, skip) of the step that reads displacement ``x``;
         ``layers``: the causal layer's buffer, then each block's."""
-        h = layers[0].push_and_stack(step, torch.addmm(self.b_in, x, self.w_in), self.causal_taps)
+        bias = self.b_in_observed if step >= self.model.receptive_field else self.b_in
+        h = layers[0].push_and_stack(step, torch.addmm(bias, x, self.w_in), self.causal_taps)
         h = torch.addmm(self.b_causal, h, self.w_causal)
         skips = self.skip_bias
         for block, layer, term in zip(self.blocks, layers[1:], terms, strict=True):
@@ -165,7 +172,6 @@ class FastDecoder:
         if whole:  # the memories of the past, in the decoder's units, and their decays
             memories = torch.zeros(batch, c.dim, len(c.memory_timescales), device=self.device)
             decay = memory_decays(c.memory_timescales).to(memories)
-            observed = torch.ones(batch, 1, device=self.device)
         for step in bar(range(total - 1), desc="generate", enabled=progress, unit="step"):
             now = step + 1  # the time whose displacement this step predicts
             if step == 0 or now % CONDITION_CHUNK == 0:
@@ -179,8 +185,6 @@ class FastDecoder:
                     part = condition_by_time[chunk_start : chunk_start + CONDITION_CHUNK]
                 terms = self._conditioning(part)
             x = series[step] if inv_scale is None else series[step] * inv_scale
-            if whole:  # the mark of an observed input: displacements from index rf on
-                x = torch.cat([x, observed if step >= rf else 0 * observed], dim=1)
             skips = self._skips(x, step, layers, [t[now - chunk_start] for t in terms])
             if now < rf:
                 continue  # still inside the given context
