@@ -197,6 +197,23 @@ def test_make_dataset_no_seed_is_fresh_randomness():
     assert a.meta["seed"] is None
 
 
+def test_reduced_noise_is_relative_to_the_motion_in_a_frame():
+    data = make_dataset("fbm", "small", n_per_cell=20, seed=1, reduced_noise=(0.0, 1.0))
+    reduced, noise = data.labels["reduced_noise"], data.labels["noise"]
+    assert reduced.min() >= 0 and reduced.max() <= 1 and np.unique(reduced).size == len(data)
+    np.testing.assert_allclose(noise**2 / (2 * data.D), reduced, rtol=1e-12)
+    assert data.meta["measurement"]["reduced_noise"] == [0.0, 1.0]
+    assert data.measurement()["noise"] is not None
+    # The lag-1 displacement correlation of a noisy alpha = 1 track is
+    # -sigma^2 / (2 D + 2 sigma^2) = -r / (1 + 2 r): -1/3 at r = 1.
+    bm = make_dataset("bm", D=(1e-3,), n_per_cell=2000, seed=2, reduced_noise=1.0)
+    dx = bm.displacements[:, 0].astype(np.float64)
+    lag_one = (dx[:, 1:] * dx[:, :-1]).mean() / (dx * dx).mean()
+    assert lag_one == pytest.approx(-1 / 3, abs=0.01)  # standard error 0.0008
+    with pytest.raises(GridError, match="not both"):
+        make_dataset("fbm", "small", n_per_cell=2, noise=0.1, reduced_noise=0.5)
+
+
 def test_measurement_drawn_per_trajectory_and_labelled():
     plain = make_dataset("fbm", "small", n_per_cell=5, seed=4)
     measured = make_dataset("fbm", "small", n_per_cell=5, seed=4, noise=(0.0, 0.01), exposure=1.0)

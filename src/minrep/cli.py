@@ -281,6 +281,7 @@ GRID_OPTIONS = {
     "backend": "--backend",
     "noise": "--noise",
     "exposure": "--exposure",
+    "reduced_noise": "--reduced-noise",
 }
 """The option of each dataset field (for errors from :mod:`minrep.datasets`)."""
 
@@ -324,6 +325,10 @@ def simulate(
         str | None,
         typer.Option(help="motion blur, fraction of a frame: 1 | 0:1 (drawn per track)"),
     ] = None,
+    reduced_noise: Annotated[
+        str | None,
+        typer.Option(help="localisation error as sigma^2 / (2 D): 0.5 | 0:1 (per track)"),
+    ] = None,
 ):
     """Simulate a labelled dataset on a parameter grid and write it as .npz."""
     with _user_errors(**GRID_OPTIONS):
@@ -358,6 +363,7 @@ def simulate(
             progress=True,
             noise=parse_range(noise, "--noise"),
             exposure=parse_range(exposure, "--exposure"),
+            reduced_noise=parse_range(reduced_noise, "--reduced-noise"),
         )
         io.save_npz(data, output)
     grid = data.meta["grid"]

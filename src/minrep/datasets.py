@@ -255,13 +255,17 @@ def make_dataset(
     progress: bool = False,
     noise=0.0,
     exposure=0.0,
+    reduced_noise=0.0,
 ):
     """Simulate a labelled dataset on a preset grid; any grid field can be overridden.
 
     ``n_positions`` is T, the positions per trajectory (T - 1 displacements). ``noise`` (the
     localisation error's standard deviation) and ``exposure`` (motion blur, 0-1 of a frame;
     :mod:`minrep.processes`) are a number or a range ``(low, high)`` drawn uniformly per
-    trajectory; when set they become labels too. The same seed gives the same bytes (and,
+    trajectory; when set they become labels too. ``reduced_noise`` (instead of ``noise``) sets
+    the localisation error relative to the motion in a frame, sigma^2 / (2 D) (a frame is the
+    time unit), so that every D of the grid is as noisy; it is a label too. The same seed gives
+    the same bytes (and,
     without noise and blur, those of earlier versions); ``seed=None`` draws fresh randomness.
     Returns a :class:`minrep.io.Trajectories` with labels ``alpha``, ``D`` and ``process`` and
     the grid, seed and backend in its metadata.
@@ -276,9 +280,11 @@ def make_dataset(
     if backend not in ("numpy", "andi"):
         raise GridError("backend", f"unknown backend {backend!r}; choose numpy or andi")
     alphas, Ds = grid.labels()
-    measured = {"noise": noise, "exposure": exposure}
+    measured = {"noise": noise, "exposure": exposure, "reduced_noise": reduced_noise}
     for name, setting in measured.items():
         _check_measurement_setting(name, setting)
+    if np.any(np.asarray(noise) != 0) and np.any(np.asarray(reduced_noise) != 0):
+        raise GridError("reduced_noise", "give noise or reduced_noise, not both")
     measuring = any(np.any(np.asarray(v) != 0) for v in measured.values())
     if measuring and backend != "numpy":
         raise GridError("backend", "noise and exposure are simulated by the numpy backend only")
@@ -287,9 +293,13 @@ def make_dataset(
         # Drawn from a stream of their own: the displacements' draws stay those of no noise.
         rng = np.random.default_rng(None if seed is None else [seed, 1])
         drawn = {k: draw_measurement(v, alphas.size, rng) for k, v in measured.items()}
+        if np.any(drawn["reduced_noise"] != 0):
+            drawn["noise"] = np.sqrt(drawn["reduced_noise"] * 2 * Ds)
+        else:
+            del drawn["reduced_noise"]
         dx = simulate(
             process, alphas, Ds, grid.n_steps, dim=dim, seed=seed, dtype=dtype,
-            progress=progress, **drawn,
+            progress=progress, noise=drawn["noise"], exposure=drawn["exposure"],
         )  # fmt: skip
         if measuring:
             labels.update(drawn)
@@ -313,7 +323,11 @@ def make_dataset(
         "seed": seed,
     }
     if measuring:
-        meta["measurement"] = {k: np.atleast_1d(v).tolist() for k, v in measured.items()}
+        meta["measurement"] = {
+            k: np.atleast_1d(v).tolist()
+            for k, v in measured.items()
+            if k != "reduced_noise" or np.any(np.asarray(v) != 0)
+        }
     if backend == "andi":
         meta["andi_datasets_version"] = andi.installed_version()
     return Trajectories(dx, labels=labels, meta=meta)
