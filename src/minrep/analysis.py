@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -298,6 +298,9 @@ class TrainingRange:
 CLASSICAL_LAGS = stats.CLASSICAL_LAGS
 
 YARDSTICKS = {
+    "readout_by_length": "R^2 of readouts fitted on the latents of each trajectory's first n "
+    "displacements, beside the best possible from the same n (bayes_r2): short tracks carry "
+    "less information, so both fall; the gap between them is the model's",
     "kl_per_latent": "a latent survives (carries information) when its mean KL to the prior "
     "exceeds 0.1 nat; collapsed latents sit near 0.001 nat, informative ones near 1 nat or more",
     "r2": "R^2 of a readout: 1 is perfect, 0 is no better than the mean; compare it with the "
@@ -431,12 +434,14 @@ class ReadoutPhase:
     extrapolation: dict | None
     mig: float | None
     dci: dict | None
+    by_length: dict[int, dict | None] = field(default_factory=dict)  # readouts_by_length
 
     def metrics(self) -> dict:
         out = {}
         for name, parameter in self.parameters.items():
             out.update(parameter.metrics(name))
         out["extrapolation"] = self.extrapolation
+        out["readout_by_length"] = {str(n): row for n, row in self.by_length.items()}
         if self.mig is not None:
             out["mig"], out["dci"] = self.mig, self.dci
         return out
@@ -449,18 +454,59 @@ def _bayes_estimates(data, mask, first_predicted_step, training_range, progress)
     what any estimator can reach at best). Empty for processes without an exact likelihood."""
     if data.process not in processes.PROCESSES:
         return {}
+    return {
+        steps: _bayes(data.subset(mask), start, training_range, progress)
+        for steps, start in (("decoder_steps", first_predicted_step), ("all_steps", 0))
+    }
+
+
+def _bayes(data, start, training_range, progress) -> dict[str, np.ndarray]:
+    """:func:`minrep.stats.bayes_estimate` of every trajectory of ``data`` from step
+    ``start`` on: ``{"alpha": ..., "log10_D": ...}``."""
+    alpha, log10_d = stats.bayes_estimate(
+        data.displacements,
+        data.process,
+        training_range.alpha,
+        training_range.D,
+        start=start,
+        progress=progress,
+        **data.measurement(),
+    )
+    return {"alpha": alpha, "log10_D": log10_d}
+
+
+TRACK_LENGTHS = (10, 20, 50, 100)
+"""Displacements of the track prefixes the readouts are also judged on (issue 10): the short
+tracks of single-particle tracking."""
+
+
+def readouts_by_length(
+    model, data, latents, training_range, *, seed: int = 0, progress: bool = False
+) -> dict[int, dict | None]:
+    """R^2 of each parameter read from the surviving latents of the first n displacements of
+    the judged trajectories (a readout fitted for each n, as :func:`readout`), next to the best
+    possible from the same n steps (``bayes_r2_*``: :func:`minrep.stats.bayes_estimate`), for
+    each n of :data:`TRACK_LENGTHS` shorter than the test set's; None where the model cannot
+    encode n displacements (the paper's decoder: n < 33)."""
+    judged = data.subset(latents.mask)
     out = {}
-    for steps, start in (("decoder_steps", first_predicted_step), ("all_steps", 0)):
-        alpha, log10_d = stats.bayes_estimate(
-            data.displacements[mask],
-            data.process,
-            training_range.alpha,
-            training_range.D,
-            start=start,
-            progress=progress,
-            **{k: v[mask] if np.ndim(v) else v for k, v in data.measurement().items()},
-        )
-        out[steps] = {"alpha": alpha, "log10_D": log10_d}
+    for n in (n for n in TRACK_LENGTHS if n < data.n_steps):
+        if n < model.config.min_steps:
+            out[n] = None
+            continue
+        prefix = io.Trajectories(judged.displacements[..., :n], judged.labels, judged.meta)
+        features = encode(model, prefix)["mu"][:, latents.surviving]
+        exact = data.process in processes.PROCESSES
+        best = _bayes(prefix, 0, training_range, progress) if exact else {}
+        row = {}
+        for name, truth in (("alpha", prefix.alpha), ("log10_D", np.log10(prefix.D))):
+            if np.ptp(truth) == 0:
+                continue
+            score, predicted, _ = readout(features, truth, seed=seed)
+            row[f"r2_{name}"] = r_squared(truth[score], predicted)
+            if name in best:
+                row[f"bayes_r2_{name}"] = r_squared(truth[score], best[name][score])
+        out[n] = row
     return out
 
 
@@ -493,8 +539,9 @@ def readout_phase(
     progress: bool = False,
 ) -> ReadoutPhase:
     """Readouts of alpha and log10 D from the surviving latents (:func:`readout`) on the
-    judged trajectories, against the TA-MSD fit and the best possible estimates; the
-    extrapolation of D; MIG and DCI of all latents."""
+    judged trajectories, against the TA-MSD fit and the best possible estimates, and on their
+    short prefixes (:func:`readouts_by_length`); the extrapolation of D; MIG and DCI of all
+    latents."""
     mask, kept = latents.mask, latents.surviving
     alpha_hat, d_hat = stats.estimate_alpha_D(data.displacements, CLASSICAL_LAGS)
     factors = {
@@ -524,7 +571,10 @@ def readout_phase(
         mig_score = mig(mu, values)["mig"] if mu.shape[1] > 1 else float("nan")
         scores = dci(mu, values, seed=seed)
         dci_scores = {k: scores[k] for k in ("disentanglement", "completeness", "informativeness")}
-    return ReadoutPhase(parameters, extrapolation, mig_score, dci_scores)
+    by_length = readouts_by_length(
+        model, data, latents, training_range, seed=seed, progress=progress
+    )
+    return ReadoutPhase(parameters, extrapolation, mig_score, dci_scores, by_length)
 
 
 def _cell_means(values: np.ndarray, alpha: np.ndarray, D: np.ndarray):

@@ -468,6 +468,9 @@ def _readout_rows(m: dict) -> list[tuple]:
                 YARDSTICKS["extrapolation"],
             )
         )
+    for n, row in m.get("readout_by_length", {}).items():
+        text = "too short for this model" if row is None else _fmt(row)
+        rows.append((f"first {n} displacements", text, YARDSTICKS["readout_by_length"]))
     return rows
 
 
