@@ -325,7 +325,7 @@ class LatentCode(nn.Module):
 
     def forward(self, z: Tensor, times: Tensor) -> Tensor:
         code = self.mlp(z)[:, :, None].expand(-1, -1, len(times))
-        features = time_features(times, self.timescales).to(z.device)
+        features = time_features(times, self.timescales).to(z)
         return torch.cat([code, features[None].expand(len(z), -1, -1)], dim=1)
 
 
