@@ -178,7 +178,7 @@ class FastDecoder:
                 chunk_start = now - now % CONDITION_CHUNK
                 if whole:
                     times = torch.arange(chunk_start, chunk_start + CONDITION_CHUNK) - rf
-                    part = self.model.condition_at(z, times.to(self.device))
+                    part = self.model.condition_at(z, times.to(self.device)).dense()
                     weights = self.model.memory_weights(part).permute(3, 0, 1, 2)
                     part = part.permute(2, 0, 1)
                 else:
@@ -287,7 +287,8 @@ def checked_latents(model: VAE, z) -> np.ndarray:
                     + _rows_count(rows)
                 )
         if c.decoder == "whole":
-            condition = model.condition_at(tensor, torch.zeros(1, dtype=torch.long)).flatten(1)
+            times = torch.zeros(1, dtype=torch.long)
+            condition = model.condition_at(tensor, times).dense().flatten(1)
         else:
             condition = model.upsampler(tensor, model.receptive_field + 1).flatten(1)
         rows = np.flatnonzero(~torch.isfinite(condition).all(dim=1).cpu().numpy())

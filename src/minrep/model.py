@@ -312,10 +312,41 @@ def exponential_memories(x: Tensor, timescales) -> Tensor:
     return torch.fft.irfft(spectrum, n)[..., :length]
 
 
+@dataclass
+class TimeCondition:
+    """The ``"whole"`` decoder's conditioning of n times, kept in its two parts: the latent's
+    code (batch, C), the same at every time, and the time features (K, n), the same for every
+    trajectory. A 1x1 convolution of their concatenation is the sum of one product of each,
+    broadcast (:func:`pointwise`), so training never forms the (batch, C + K, n) tensor."""
+
+    code: Tensor
+    features: Tensor
+
+    def dense(self) -> Tensor:
+        """The concatenation, (batch, C + K, n)."""
+        n = self.features.shape[-1]
+        features = self.features[None].expand(len(self.code), -1, -1)
+        return torch.cat([self.code[:, :, None].expand(-1, -1, n), features], dim=1)
+
+    def last(self, n: int) -> TimeCondition:
+        return TimeCondition(self.code, self.features[:, -n:])
+
+
+def pointwise(conv: nn.Conv1d, condition: Tensor | TimeCondition, n: int) -> Tensor:
+    """The 1x1 convolution ``conv`` of the last ``n`` columns of a conditioning, (batch,
+    out, n)."""
+    if isinstance(condition, Tensor):
+        return conv(condition[..., -n:])
+    weight, c = conv.weight[..., 0], condition.code.shape[1]
+    out = (condition.code @ weight[:, :c].T)[:, :, None]
+    out = out + (weight[:, c:] @ condition.features[:, -n:])[None]
+    return out if conv.bias is None else out + conv.bias[:, None]
+
+
 class LatentCode(nn.Module):
     """The ``"whole"`` decoder's conditioning: latent (batch, latent_dim) and displacement
-    indices (n,) -> (batch, upsample_channels + K, n), the latent's code (an MLP, the same at
-    every time) next to :func:`time_features`."""
+    indices (n,) -> a :class:`TimeCondition`: the latent's code (an MLP, (batch,
+    upsample_channels)) and :func:`time_features` (K, n)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -323,16 +354,14 @@ class LatentCode(nn.Module):
         sizes = [config.latent_dim, *config.decoder_hidden, config.upsample_channels]
         self.mlp = mlp(sizes, final_relu=True)
 
-    def forward(self, z: Tensor, times: Tensor) -> Tensor:
-        code = self.mlp(z)[:, :, None].expand(-1, -1, len(times))
-        features = time_features(times, self.timescales).to(z)
-        return torch.cat([code, features[None].expand(len(z), -1, -1)], dim=1)
+    def forward(self, z: Tensor, times: Tensor) -> TimeCondition:
+        return TimeCondition(self.mlp(z), time_features(times, self.timescales).to(z))
 
 
 class MemoryWeights(nn.Module):
-    """Conditioning (batch, condition_channels, n) -> weight of each memory in the mean of
-    each displacement component, (batch, dim, K, n): a function of the latent and the time
-    only, so that the predicted mean stays linear in the past."""
+    """Conditioning of n times -> weight of each memory in the mean of each displacement
+    component, (batch, dim, K, n): a function of the latent and the time only, so that the
+    predicted mean stays linear in the past."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -340,8 +369,9 @@ class MemoryWeights(nn.Module):
         self.hidden = nn.Conv1d(config.condition_channels, config.memory_hidden, 1)
         self.out = nn.Conv1d(config.memory_hidden, self.dim * self.k, 1)
 
-    def forward(self, condition: Tensor) -> Tensor:
-        w = self.out(F.relu(self.hidden(condition)))
+    def forward(self, condition: Tensor | TimeCondition) -> Tensor:
+        n = condition.shape[-1] if isinstance(condition, Tensor) else condition.features.shape[-1]
+        w = self.out(F.relu(pointwise(self.hidden, condition, n)))
         return w.view(len(w), self.dim, self.k, -1)
 
 
@@ -370,13 +400,14 @@ class ResidualBlock(nn.Module):
         self.residual = None if last else nn.Conv1d(r, r, 1)
         self.skip = nn.Conv1d(r, config.skip_channels, 1)
 
-    def forward(self, h: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
-        """``h`` (batch, r, n) and ``condition`` (batch, latent_dim, >= n - shrink), right-aligned
-        in time -> new ``h`` (None after the last block) and skip output, (batch, ., n - shrink).
-        With ``stack_scaling`` the new ``h`` is (2 h + residual) sqrt(1/2): the published code
-        adds the block's input once inside the block and once more in the stack."""
+    def forward(self, h: Tensor, condition: Tensor | TimeCondition) -> tuple[Tensor, Tensor]:
+        """``h`` (batch, r, n) and ``condition`` (batch, condition_channels, >= n - shrink) or a
+        :class:`TimeCondition`, right-aligned in time -> new ``h`` (None after the last block)
+        and skip output, (batch, ., n - shrink). With ``stack_scaling`` the new ``h`` is
+        (2 h + residual) sqrt(1/2): the published code adds the block's input once inside the
+        block and once more in the stack."""
         pre = self.filter_gate(h)
-        pre = pre + self.condition(condition[..., -pre.shape[-1] :])
+        pre = pre + pointwise(self.condition, condition, pre.shape[-1])
         gated = gated_activation(*pre.chunk(2, dim=1), self.gate)
         if self.residual is None:
             return None, self.skip(gated)
@@ -406,8 +437,9 @@ class WaveNet(nn.Module):
         self.head_hidden = nn.Conv1d(config.skip_channels, config.skip_channels, 1)
         self.head_out = nn.Conv1d(config.skip_channels, config.dim * per_component, 1)
 
-    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
-        """``x`` (batch, dim, n) and ``condition`` (batch, latent_dim, >= n - rf + 1) ->
+    def forward(self, x: Tensor, condition: Tensor | TimeCondition) -> Tensor:
+        """``x`` (batch, in, n) and ``condition`` (of >= n - rf + 1 times; see
+        :class:`ResidualBlock`) ->
         head output (batch, dim * params, n - rf + 1): column j is the law of displacement
         j + rf given x[j .. j + rf - 1] (rf: the receptive field)."""
         h = self.causal(self.input(x))
@@ -577,9 +609,9 @@ class VAE(nn.Module):
             past = past * torch.exp(-log_scale)[:, None, None]
         return self.law(self.decoder(past, condition), log_scale)
 
-    def condition_at(self, z: Tensor, times: Tensor) -> Tensor:
+    def condition_at(self, z: Tensor, times: Tensor) -> TimeCondition:
         """The ``"whole"`` decoder's conditioning of displacements ``times`` (n,; negative:
-        the padding before the start), (batch, condition_channels, n)."""
+        the padding before the start)."""
         return self.latent_code(z, times)
 
     def _predict_whole(self, x: Tensor, z: Tensor) -> Prediction:
@@ -595,7 +627,7 @@ class VAE(nn.Module):
             inverse_scale = torch.exp(-log_scale)[:, None, None]
             past = torch.cat([past[:, :-1] * inverse_scale, past[:, -1:]], dim=1)
             memories = memories * inverse_scale[..., None]
-        weights = self.memory_weights(condition[..., rf - 1 :])
+        weights = self.memory_weights(condition.last(length))
         memory_mean = (weights * memories).sum(dim=2)
         return self.law(self.decoder(past, condition), log_scale, memory_mean)
 
