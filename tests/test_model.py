@@ -193,6 +193,12 @@ def test_loss_equals_a_hand_computation():
     torch.testing.assert_close(terms["nll"], nll.mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(terms["kl_per_latent"].sum(), kl, rtol=1e-5, atol=1e-6)
 
+    # A prefix weighs each of its 48 predicted steps as one of a whole trajectory's 367.
+    torch.manual_seed(1)
+    cropped, _ = model.loss(x, beta=0.01, reference_steps=367)
+    expected_cropped = nll.sum(-1).mean() / 367 + 0.01 * kl  # summed over the steps
+    torch.testing.assert_close(cropped, expected_cropped, rtol=1e-5, atol=1e-6)
+
     torch.manual_seed(1)
     with_penalty, _ = model.loss(x, beta=0.01, decorrelation=0.5)
     centred = mu - mu.mean(0)

@@ -341,7 +341,9 @@ class MinrepModule(pl.LightningModule):
                 group["lr"] = position["lr"]
                 group["betas"] = (position["momentum"], group["betas"][1])
         decorrelation = position["decorrelation"] if self.follow_plan else 0.0
-        loss, _ = self.model.loss(batch, self.beta, decorrelation)
+        # Prefixes (crop_min_steps) weigh each step as in a whole trajectory (VAE.loss).
+        whole = self.datasets[0].data.shape[-1] - self.model.first_predicted_step
+        loss, _ = self.model.loss(batch, self.beta, decorrelation, reference_steps=whole)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss ({loss.item()}) at epoch {self.current_epoch + 1}, batch "
