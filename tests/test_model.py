@@ -161,6 +161,15 @@ def test_whole_decoder_law_does_not_depend_on_the_length():
         model(x[..., :8])
 
 
+def test_whole_decoder_conditions_times_after_its_horizon_as_the_horizon():
+    model = whole_model()
+    model.latent_code.horizon = 50
+    z = torch.randn(2, 6, dtype=torch.float64)
+    condition = model.condition_at(z, torch.arange(0, 200))
+    assert (condition.features[:, 50:] == condition.features[:, 50:51]).all()
+    assert (condition.features[:, 49] < condition.features[:, 50]).all()
+
+
 def test_whole_decoder_starts_as_brownian_motion_at_the_training_scale():
     """At initialisation (zero head and memory weights, scale-equivariant) every displacement,
     the first included, is N(0, s^2) with the training set's mean scale s."""

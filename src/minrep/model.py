@@ -16,7 +16,9 @@ Shapes: trajectories are displacements ``(batch, dim, L)``. Two decoders, chosen
   memory is close to such a sum of exponentials: Carmona and Coutin 1998). The conditioning is
   the latent's code and the features ``1 - a_k^t`` (how much of each memory the observed past
   fills), the same for any length ``L``, so a trajectory of any length is encoded, scored and
-  generated with cost per displacement independent of its length.
+  generated with cost per displacement independent of its length. Times after
+  ``time_horizon`` (the training length, set by :func:`minrep.train.train`) are conditioned as
+  that one: the network never saw later features, and a stationary process stays stationary.
 
 
 ``scale_equivariant`` (off in ``ModelConfig()``, on in :func:`minrep.train.train`) is a
@@ -101,6 +103,7 @@ class ModelConfig:
     decoder: str = "window"  # "window": the paper's; "whole": every step, whole-past memory
     memory_timescales: tuple[float, ...] = (4, 8, 16, 32, 64, 128, 256, 512, 1024)  # "whole"
     memory_hidden: int = 32  # "whole": hidden units of the memory weights w_k(z, t)
+    time_horizon: int = 0  # "whole": later times are conditioned as this one (0: none)
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
@@ -294,7 +297,7 @@ def memory_decays(timescales) -> Tensor:
 def time_features(times: Tensor, timescales) -> Tensor:
     """``1 - a_k^t`` for displacement indices ``times`` (n,): the weight the observed past
     gives memory k when displacement t is predicted (0 for t <= 0, 1 long after the start)
-    -> (K, n). Bounded, so that times beyond those trained on look like the longest ones."""
+    -> (K, n)."""
     t = times.to(torch.float64).clamp_min(0)[None, :]
     return (1 - memory_decays(timescales)[:, None] ** t).to(torch.float32)
 
@@ -351,10 +354,13 @@ class LatentCode(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.timescales = config.memory_timescales
+        self.horizon = config.time_horizon
         sizes = [config.latent_dim, *config.decoder_hidden, config.upsample_channels]
         self.mlp = mlp(sizes, final_relu=True)
 
     def forward(self, z: Tensor, times: Tensor) -> TimeCondition:
+        if self.horizon:  # beyond the training length the network has seen no time
+            times = times.clamp_max(self.horizon)
         return TimeCondition(self.mlp(z), time_features(times, self.timescales).to(z))
 
 

@@ -903,6 +903,8 @@ def _prepare(
     if saved is None and start is None:
         log_scale = rms_scale(train_set).log().mean().item()
         model_config = dataclasses.replace(model_config, log_scale_mean=log_scale)
+        if model_config.decoder == "whole":  # the last displacement trained on
+            model_config = dataclasses.replace(model_config, time_horizon=data.n_steps - 1)
     exact = validation_exact_nll(data.subset(val_idx), model_config.first_predicted_step)
     data_section["val_exact_nll"] = exact
     settings = {"training": config.to_dict(), "data": data_section}
