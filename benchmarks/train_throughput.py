@@ -48,7 +48,13 @@ from minrep.model import VAE, ModelConfig
 from minrep.schedule import Plan, Stage
 
 BATCH = 256
-CONFIGURATIONS = ("paper_network", "minrep_default_allocator", "minrep", "minrep_ddp", "minrep_whole")
+CONFIGURATIONS = (
+    "paper_network",
+    "minrep_default_allocator",
+    "minrep",
+    "minrep_ddp",
+    "minrep_whole",
+)
 
 
 def batch_of_trajectories() -> torch.Tensor:
@@ -198,8 +204,9 @@ def main() -> None:
             ),
             "whole_decoder": epoch_throughput(path, ["--decoder", "whole"]),
         }
-        epochs["whole_decoder"]["epoch_time_over_window_decoder"] = (
-            epochs["whole_decoder"]["seconds_per_epoch"] / epochs["one_process"]["seconds_per_epoch"]
+        whole, window = epochs["whole_decoder"], epochs["one_process"]
+        whole["epoch_time_over_window_decoder"] = (
+            whole["seconds_per_epoch"] / window["seconds_per_epoch"]
         )
     emit(
         {
