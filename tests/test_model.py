@@ -161,6 +161,21 @@ def test_whole_decoder_law_does_not_depend_on_the_length():
         model(x[..., :8])
 
 
+@pytest.mark.parametrize("decoder", ["window", "whole"])
+def test_a_symmetric_model_predicts_the_mirror_law_for_the_mirrored_past(decoder):
+    model = VAE(ModelConfig(dim=2, decoder=decoder, symmetric=True, n_mixtures=1)).double()
+    nn.init.normal_(model.decoder.head_out.weight, std=0.3)
+    nn.init.normal_(model.decoder.head_out.bias, std=0.3)  # a bias: odd only by the mirror
+    x = torch.randn(3, 2, 80, dtype=torch.float64)
+    z = torch.randn(3, 6, dtype=torch.float64)
+    law, mirrored = model.predict(x, z), model.predict(-x, z)
+    torch.testing.assert_close(mirrored.mean, -law.mean)
+    torch.testing.assert_close(mirrored.log_sigma, law.log_sigma)
+    assert law.mean.abs().max() > 0.01
+    if decoder == "whole":  # nothing observed yet: the mean is exactly zero
+        assert law.mean[..., 0].abs().max() < 1e-12  # to the rounding of the FFT memories
+
+
 def test_whole_decoder_conditions_times_after_its_horizon_as_the_horizon():
     model = whole_model()
     model.latent_code.horizon = 50

@@ -603,7 +603,12 @@ def train(
             if paper_network:
                 config = ModelConfig.published(**sizes)
             else:
-                config = ModelConfig(**sizes, scale_equivariant=True, decoder=decoder)
+                # The whole decoder's long memory turns any bias of the mean into a drift:
+                # its law is made symmetric (VAE.run_decoder).
+                whole = decoder == "whole"
+                config = ModelConfig(
+                    **sizes, scale_equivariant=True, decoder=decoder, symmetric=whole
+                )
         training = TrainConfig(
             preset=preset if plan is None else None,
             plan=custom,

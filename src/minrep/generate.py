@@ -163,8 +163,10 @@ class FastDecoder:
         log_scale = self.model.log_scale(z)
         inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
         r = c.residual_channels
-        layers = [_Layer(c.causal_kernel, batch, r, self.device)]
-        layers += [_Layer(b.span, batch, r, self.device) for b in self.blocks]
+        # A symmetric model runs the mirrored series beside the series (VAE.run_decoder).
+        streams = 2 * batch if c.symmetric else batch
+        layers = [_Layer(c.causal_kernel, streams, r, self.device)]
+        layers += [_Layer(b.span, streams, r, self.device) for b in self.blocks]
         # Time first, so that each step reads one contiguous block.
         step_noise = {k: v.permute(2, 0, 1).contiguous().to(self.device) for k, v in noise.items()}
         series = torch.zeros(total, batch, c.dim, device=self.device)
@@ -183,13 +185,17 @@ class FastDecoder:
                     part = part.permute(2, 0, 1)
                 else:
                     part = condition_by_time[chunk_start : chunk_start + CONDITION_CHUNK]
-                terms = self._conditioning(part)
+                terms = self._conditioning(torch.cat([part, part], 1) if c.symmetric else part)
             x = series[step] if inv_scale is None else series[step] * inv_scale
+            if c.symmetric:
+                x = torch.cat([x, -x])
             skips = self._skips(x, step, layers, [t[now - chunk_start] for t in terms])
             if now < rf:
                 continue  # still inside the given context
             hidden = torch.addmm(self.b_hidden, F.relu(skips), self.w_hidden)
             out = torch.addmm(self.b_out, F.relu(hidden), self.w_out)
+            if c.symmetric:
+                out = self.model.mirror_combine(out)
             t = now - rf
             uniform = step_noise["uniform"][t][..., None] if "uniform" in step_noise else None
             memory_mean = None
