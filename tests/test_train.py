@@ -784,6 +784,23 @@ def test_whole_decoder_trains_on_prefixes_and_scores_every_step(tiny, tmp_path):
     assert refused.exit_code != 0 and "shorter than the 9 displacements" in refused.output
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--decoder", "tail"], "choose one of window, whole"),
+        (["--decoder", "whole", "--paper-network"], "its window decoder"),
+        (["--decoder", "whole", "--init", "fbm"], "--decoder builds a new network"),
+        (["--crop-min-steps", "0"], "--crop-min-steps must be >= 1"),
+    ],
+)
+def test_decoder_options_are_checked_before_anything_is_read(tmp_path, options, message):
+    result = CliRunner().invoke(
+        app, ["train", str(tmp_path / "absent.npz"), "-o", str(tmp_path / "run"), *options]
+    )
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_validation_exact_nll_of_a_measured_set():
     noisy = datasets.make_dataset("sbm", n_per_cell=2, n_positions=60, seed=2, noise=0.01)
     exact = train.validation_exact_nll(noisy, 32)
