@@ -578,7 +578,6 @@ def train(
 ):
     """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
     from minrep import checkpoint
-    from minrep.model import ModelConfig
     from minrep.train import TrainConfig, keep_freed_memory
     from minrep.train import train as train_model
 
@@ -598,17 +597,8 @@ def train(
         _check_input(data)
         trajectories = io.load_npz(data)
         config = None
-        if init is None:  # a new network: minrep's (scale-equivariant) or the paper's
-            sizes = {"dim": trajectories.dim, "latent_dim": latent_dim}
-            if paper_network:
-                config = ModelConfig.published(**sizes)
-            else:
-                # The whole decoder's long memory turns any bias of the mean into a drift:
-                # its law is made symmetric (VAE.run_decoder).
-                whole = decoder == "whole"
-                config = ModelConfig(
-                    **sizes, scale_equivariant=True, decoder=decoder, symmetric=whole
-                )
+        if init is None:
+            config = _new_network(trajectories.dim, latent_dim, paper_network, decoder)
         training = TrainConfig(
             preset=preset if plan is None else None,
             plan=custom,
@@ -682,6 +672,24 @@ def _check_train_options(ctx, batch_size, max_epochs, latent_dim, seed, lr, pres
             "--latent-dim and --paper-network build a new network; --init starts from "
             "the network of the model given"
         )
+
+
+def _new_network(dim: int, latent_dim: int, paper_network: bool, decoder: str):
+    """The configuration of a new network: the paper's published one, or minrep's
+    (scale-equivariant) with the decoder chosen."""
+    from minrep.model import ModelConfig
+
+    if paper_network:
+        return ModelConfig.published(dim=dim, latent_dim=latent_dim)
+    # The whole decoder's long memory turns any bias of the mean into a drift: its law is
+    # made symmetric (VAE.run_decoder).
+    return ModelConfig(
+        dim=dim,
+        latent_dim=latent_dim,
+        scale_equivariant=True,
+        decoder=decoder,
+        symmetric=decoder == "whole",
+    )
 
 
 def _check_network_options(ctx, decoder, paper_network, init, crop_min_steps) -> None:
