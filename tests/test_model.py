@@ -15,6 +15,7 @@ from minrep.model import (
     ModelConfig,
     Prediction,
     exponential_memories,
+    invariant_features,
     latent_covariance,
     time_features,
 )
@@ -161,19 +162,33 @@ def test_whole_decoder_law_does_not_depend_on_the_length():
         model(x[..., :8])
 
 
-@pytest.mark.parametrize("decoder", ["window", "whole"])
-def test_a_symmetric_model_predicts_the_mirror_law_for_the_mirrored_past(decoder):
-    model = VAE(ModelConfig(dim=2, decoder=decoder, symmetric=True, n_mixtures=1)).double()
-    nn.init.normal_(model.decoder.head_out.weight, std=0.3)
-    nn.init.normal_(model.decoder.head_out.bias, std=0.3)  # a bias: odd only by the mirror
-    x = torch.randn(3, 2, 80, dtype=torch.float64)
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_whole_decoder_law_is_symmetric_by_construction(dim):
+    """Mirrored (x -> -x) or, in 2D and 3D, rotated and reflected, the past gives the mirrored
+    or rotated law: every weight and bias random, so this holds by construction."""
+    model = whole_model(dim)
+    for parameter in model.decoder.parameters():
+        nn.init.normal_(parameter, std=0.3)
+    x = torch.randn(3, dim, 80, dtype=torch.float64)
     z = torch.randn(3, 6, dtype=torch.float64)
-    law, mirrored = model.predict(x, z), model.predict(-x, z)
-    torch.testing.assert_close(mirrored.mean, -law.mean)
-    torch.testing.assert_close(mirrored.log_sigma, law.log_sigma)
-    assert law.mean.abs().max() > 0.01
-    if decoder == "whole":  # nothing observed yet: the mean is exactly zero
-        assert law.mean[..., 0].abs().max() < 1e-12  # to the rounding of the FFT memories
+    law = model.predict(x, z)
+    assert law.mean.abs().max() > 0.01 and law.mean[..., 0].abs().max() < 1e-12  # 0 at start
+    rotation, _ = torch.linalg.qr(torch.randn(dim, dim, dtype=torch.float64))  # det +-1
+    for transform in (-torch.eye(dim, dtype=torch.float64), rotation):
+        moved = model.predict(torch.einsum("ij,bjt->bit", transform, x), z)
+        expected = torch.einsum("ij,bjkt->bikt", transform, law.mean)
+        torch.testing.assert_close(moved.mean, expected)
+        torch.testing.assert_close(moved.log_sigma, law.log_sigma)
+
+
+def test_invariant_features():
+    x = torch.tensor([[[3.0, -1.0, 0.0, 2.0], [4.0, 0.0, 0.0, 1.0]]])  # (1, 2, 4)
+    expected = [[5.0, 1.0, 0.0, 5**0.5], [0.0, -3 / 5, 0.0, 0.0]]
+    torch.testing.assert_close(invariant_features(x)[0], torch.tensor(expected))
+    x1 = torch.tensor([[[0.5, -2.0, -1.0, 3.0]]])  # 1D: the sign of each step relative to the last
+    torch.testing.assert_close(
+        invariant_features(x1)[0], torch.tensor([[0.5, 2.0, 1.0, 3.0], [0.0, -2.0, 1.0, -3.0]])
+    )
 
 
 def test_whole_decoder_conditions_times_after_its_horizon_as_the_horizon():

@@ -681,15 +681,7 @@ def _new_network(dim: int, latent_dim: int, paper_network: bool, decoder: str):
 
     if paper_network:
         return ModelConfig.published(dim=dim, latent_dim=latent_dim)
-    # The whole decoder's long memory turns any bias of the mean into a drift: its law is
-    # made symmetric (VAE.run_decoder).
-    return ModelConfig(
-        dim=dim,
-        latent_dim=latent_dim,
-        scale_equivariant=True,
-        decoder=decoder,
-        symmetric=decoder == "whole",
-    )
+    return ModelConfig(dim=dim, latent_dim=latent_dim, scale_equivariant=True, decoder=decoder)
 
 
 def _check_network_options(ctx, decoder, paper_network, init, crop_min_steps) -> None:

@@ -117,8 +117,8 @@ class FastDecoder:
         # weight is folded into a second bias, used from the first observed input on.
         self.b_in_observed = self.b_in
         if c.decoder == "whole":
-            self.b_in_observed = self.b_in + self.w_in[c.dim]
-            self.w_in = self.w_in[: c.dim].contiguous()
+            self.b_in_observed = self.b_in + self.w_in[-1]
+            self.w_in = self.w_in[:-1].contiguous()
         self.w_causal, self.b_causal = _flat(decoder.causal), decoder.causal.bias
         self.causal_taps = list(range(c.causal_kernel - 1, -1, -1))
         self.w_hidden, self.b_hidden = _flat(decoder.head_hidden), decoder.head_hidden.bias
@@ -163,49 +163,56 @@ class FastDecoder:
         log_scale = self.model.log_scale(z)
         inv_scale = torch.exp(-log_scale)[:, None] if log_scale is not None else None
         r = c.residual_channels
-        # A symmetric model runs the mirrored series beside the series (VAE.run_decoder).
-        streams = 2 * batch if c.symmetric else batch
-        layers = [_Layer(c.causal_kernel, streams, r, self.device)]
-        layers += [_Layer(b.span, streams, r, self.device) for b in self.blocks]
+        layers = [_Layer(c.causal_kernel, batch, r, self.device)]
+        layers += [_Layer(b.span, batch, r, self.device) for b in self.blocks]
         # Time first, so that each step reads one contiguous block.
         step_noise = {k: v.permute(2, 0, 1).contiguous().to(self.device) for k, v in noise.items()}
         series = torch.zeros(total, batch, c.dim, device=self.device)
         series[:rf] = context.permute(2, 0, 1)
-        if whole:  # the memories of the past, in the decoder's units, and their decays
+        if whole:
+            # In the decoder's units: the memories of the past, the series the mean's
+            # coefficients multiply, the direction of the last step.
             memories = torch.zeros(batch, c.dim, len(c.memory_timescales), device=self.device)
             decay = memory_decays(c.memory_timescales).to(memories)
+            scaled = torch.zeros_like(series)
+            direction = torch.zeros(batch, c.dim, device=self.device)
         for step in bar(range(total - 1), desc="generate", enabled=progress, unit="step"):
             now = step + 1  # the time whose displacement this step predicts
             if step == 0 or now % CONDITION_CHUNK == 0:
                 chunk_start = now - now % CONDITION_CHUNK
                 if whole:
                     times = torch.arange(chunk_start, chunk_start + CONDITION_CHUNK) - rf
-                    part = self.model.condition_at(z, times.to(self.device)).dense()
-                    weights = self.model.memory_weights(part).permute(3, 0, 1, 2)
-                    part = part.permute(2, 0, 1)
+                    condition = self.model.condition_at(z, times.to(self.device))
+                    weights = self.model.memory_weights(condition).permute(3, 0, 1, 2)
+                    part = condition.dense().permute(2, 0, 1)
                 else:
                     part = condition_by_time[chunk_start : chunk_start + CONDITION_CHUNK]
-                terms = self._conditioning(torch.cat([part, part], 1) if c.symmetric else part)
-            x = series[step] if inv_scale is None else series[step] * inv_scale
-            if c.symmetric:
-                x = torch.cat([x, -x])
-            skips = self._skips(x, step, layers, [t[now - chunk_start] for t in terms])
+                terms = self._conditioning(part)
+            if whole:
+                x = scaled[step]
+                length = x.norm(dim=1, keepdim=True)
+                x_features = torch.cat([length, (x * direction).sum(1, keepdim=True)], dim=1)
+                direction = torch.where(length > 0, x / length.clamp_min(1e-30), 0.0)
+            else:
+                x = series[step] if inv_scale is None else series[step] * inv_scale
+                x_features = x
+            skips = self._skips(x_features, step, layers, [t[now - chunk_start] for t in terms])
             if now < rf:
                 continue  # still inside the given context
             hidden = torch.addmm(self.b_hidden, F.relu(skips), self.w_hidden)
-            out = torch.addmm(self.b_out, F.relu(hidden), self.w_out)
-            if c.symmetric:
-                out = self.model.mirror_combine(out)
+            out = torch.addmm(self.b_out, F.relu(hidden), self.w_out)[..., None]
             t = now - rf
-            uniform = step_noise["uniform"][t][..., None] if "uniform" in step_noise else None
-            memory_mean = None
             if whole:
                 memory_mean = (weights[now - chunk_start] * memories).sum(dim=2)[..., None]
-            law = self.model.law(out[..., None], log_scale, memory_mean)
+                windows = scaled[now - rf : now].permute(1, 2, 0)[:, :, None]
+                law = self.model.whole_law(out, windows, memory_mean, log_scale)
+            else:
+                law = self.model.law(out, log_scale)
+            uniform = step_noise["uniform"][t][..., None] if "uniform" in step_noise else None
             series[now] = law.sample(step_noise["normal"][t][..., None], uniform)[..., 0]
             if whole:
-                new = series[now] if inv_scale is None else series[now] * inv_scale
-                memories = torch.addcmul(memories * decay, 1 - decay, new[..., None])
+                scaled[now] = series[now] if inv_scale is None else series[now] * inv_scale
+                memories = torch.addcmul(memories * decay, 1 - decay, scaled[now][..., None])
         return series[rf:].permute(1, 2, 0)
 
 

@@ -20,6 +20,15 @@ Shapes: trajectories are displacements ``(batch, dim, L)``. Two decoders, chosen
   ``time_horizon`` (the training length, set by :func:`minrep.train.train`) are conditioned as
   that one: the network never saw later features, and a stationary process stays stationary.
 
+  Its law is symmetric by construction, as that of every process here: the WaveNet reads only
+  :func:`invariant_features` of the past (each step's length and its component along the
+  previous step), which do not change when the trajectory is mirrored (x -> -x) or, in 2D and
+  3D, rotated; it outputs one log sigma for all coordinates and the coefficients of a linear
+  combination of the ``receptive_field`` displacements before ``t``, which with the memories'
+  part is the predicted mean. The mean is therefore odd in the past (rotated with it), and no
+  bias is left for a long memory to integrate into a drift (measured, docs/whole-decoder.md).
+  Processes with a drift or an anisotropy need the ``"window"`` decoder.
+
 
 ``scale_equivariant`` (off in ``ModelConfig()``, on in :func:`minrep.train.train`) is a
 reparameterisation measured in ``docs/scale-equivariance.md``: the convolutions see
@@ -104,7 +113,6 @@ class ModelConfig:
     memory_timescales: tuple[float, ...] = (4, 8, 16, 32, 64, 128, 256, 512, 1024)  # "whole"
     memory_hidden: int = 32  # "whole": hidden units of the memory weights w_k(z, t)
     time_horizon: int = 0  # "whole": later times are conditioned as this one (0: none)
-    symmetric: bool = False  # the law of -x is the mirror of that of x (VAE.run_decoder)
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
@@ -316,6 +324,24 @@ def exponential_memories(x: Tensor, timescales) -> Tensor:
     return torch.fft.irfft(spectrum, n)[..., :length]
 
 
+def invariant_features(x: Tensor) -> Tensor:
+    """What the ``"whole"`` decoder's WaveNet reads of displacements (batch, dim, L): each
+    step's length |x_s| and its component along the previous step, x_s . x_(s-1) / |x_(s-1)|
+    (0 for the first step), (batch, 2, L). Unchanged when the trajectory is mirrored or
+    rotated, multiplied by c when it is scaled by c > 0; in 1D they give the past up to its
+    sign."""
+    length = x.norm(dim=1, keepdim=True)
+    direction = torch.where(length > 0, x / length.clamp_min(torch.finfo(x.dtype).tiny), 0.0)
+    along = (x[..., 1:] * direction[..., :-1]).sum(dim=1, keepdim=True)
+    return torch.cat([length, F.pad(along, (1, 0))], dim=1)
+
+
+def past_windows(x: Tensor, width: int) -> Tensor:
+    """The ``width`` displacements before each step, oldest first, zeros before the start:
+    (batch, dim, L) -> (batch, dim, L, width), a view of the padded series."""
+    return F.pad(x, (width, 0)).unfold(-1, width, 1)[:, :, : x.shape[-1]]
+
+
 @dataclass
 class TimeCondition:
     """The ``"whole"`` decoder's conditioning of n times, kept in its two parts: the latent's
@@ -366,20 +392,19 @@ class LatentCode(nn.Module):
 
 
 class MemoryWeights(nn.Module):
-    """Conditioning of n times -> weight of each memory in the mean of each displacement
-    component, (batch, dim, K, n): a function of the latent and the time only, so that the
-    predicted mean stays linear in the past."""
+    """Conditioning of n times -> weight of each memory in the mean, (batch, 1, K, n), the same
+    for every coordinate: a function of the latent and the time only, so that the predicted
+    mean stays linear in the past (and rotates with it)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.dim, self.k = config.dim, len(config.memory_timescales)
+        self.k = len(config.memory_timescales)
         self.hidden = nn.Conv1d(config.condition_channels, config.memory_hidden, 1)
-        self.out = nn.Conv1d(config.memory_hidden, self.dim * self.k, 1)
+        self.out = nn.Conv1d(config.memory_hidden, self.k, 1)
 
     def forward(self, condition: Tensor | TimeCondition) -> Tensor:
         n = condition.shape[-1] if isinstance(condition, Tensor) else condition.features.shape[-1]
-        w = self.out(F.relu(pointwise(self.hidden, condition, n)))
-        return w.view(len(w), self.dim, self.k, -1)
+        return self.out(F.relu(pointwise(self.hidden, condition, n)))[:, None]
 
 
 def gated_activation(filt: Tensor, gate: Tensor, kind: str) -> Tensor:
@@ -433,16 +458,19 @@ class WaveNet(nn.Module):
         super().__init__()
         self.config = config
         r = config.residual_channels
-        # The "whole" decoder's input has a channel more: 1 where the past is observed.
-        self.input = nn.Conv1d(config.dim + int(config.decoder == "whole"), r, 1)
+        # The "whole" decoder reads the invariant features of the past and a channel that is 1
+        # where the past is observed; it outputs log sigma and the coefficients of the mean.
+        whole = config.decoder == "whole"
+        self.input = nn.Conv1d(3 if whole else config.dim, r, 1)
         self.causal = nn.Conv1d(r, r, config.causal_kernel)
         n = len(config.dilations)
         self.blocks = nn.ModuleList(
             ResidualBlock(config, d, last=i == n - 1) for i, d in enumerate(config.dilations)
         )
         per_component = 2 if config.n_mixtures == 1 else 3 * config.n_mixtures
+        outputs = 1 + config.receptive_field if whole else config.dim * per_component
         self.head_hidden = nn.Conv1d(config.skip_channels, config.skip_channels, 1)
-        self.head_out = nn.Conv1d(config.skip_channels, config.dim * per_component, 1)
+        self.head_out = nn.Conv1d(config.skip_channels, outputs, 1)
 
     def forward(self, x: Tensor, condition: Tensor | TimeCondition) -> Tensor:
         """``x`` (batch, in, n) and ``condition`` (of >= n - rf + 1 times; see
@@ -586,23 +614,31 @@ class VAE(nn.Module):
         """Log of the decoder's displacement scale, (batch,), or None (paper network)."""
         return self.scale_head(z)[:, 0] if self.config.scale_equivariant else None
 
-    def law(
-        self, head_output: Tensor, log_scale: Tensor | None, memory_mean: Tensor | None = None
-    ) -> Prediction:
-        """WaveNet head output (batch, dim * params, n) and, for the ``"whole"`` decoder, the
-        memories' part of the mean (batch, dim, n), both in the decoder's units -> law of n
-        displacements in displacement units (undoing the decoder's scale)."""
-        c = self.config
-        k = c.n_mixtures
-        out = head_output.reshape(head_output.shape[0], c.dim, -1, head_output.shape[-1])
-        mean, log_sigma = out[:, :, :k], out[:, :, k : 2 * k]
-        if memory_mean is not None:
-            mean = mean + memory_mean[:, :, None]
+    def law(self, head_output: Tensor, log_scale: Tensor | None) -> Prediction:
+        """The ``"window"`` WaveNet's head output (batch, dim * params, n), in the decoder's
+        units -> law of n displacements in displacement units."""
+        k = self.config.n_mixtures
+        out = head_output.reshape(head_output.shape[0], self.config.dim, -1, head_output.shape[-1])
         log_weight = torch.log_softmax(out[:, :, 2 * k :], dim=2) if k > 1 else None
+        return self._rescaled(out[:, :, :k], out[:, :, k : 2 * k], log_weight, log_scale)
+
+    def whole_law(
+        self, head_output: Tensor, windows: Tensor, memory_mean: Tensor, log_scale: Tensor | None
+    ) -> Prediction:
+        """The ``"whole"`` WaveNet's head output (batch, 1 + rf, n): log sigma, then the
+        coefficients of the rf displacements before each predicted one, ``windows`` (batch,
+        dim, n, rf), oldest first; and the memories' part of the mean (batch, dim, n); all in
+        the decoder's units -> law of n displacements in displacement units."""
+        mean = torch.einsum("bdnj,bjn->bdn", windows, head_output[:, 1:]) + memory_mean
+        log_sigma = head_output[:, :1].expand_as(mean)
+        return self._rescaled(mean[:, :, None], log_sigma[:, :, None], None, log_scale)
+
+    def _rescaled(self, mean, log_sigma, log_weight, log_scale) -> Prediction:
+        """Undo the decoder's scale; tensors (batch, dim, K, n)."""
         if log_scale is not None:
             mean = mean * torch.exp(log_scale)[:, None, None, None]
             log_sigma = log_sigma + log_scale[:, None, None, None]
-        return Prediction(mean, log_sigma.clamp_min(c.log_sigma_min), log_weight)
+        return Prediction(mean, log_sigma.clamp_min(self.config.log_sigma_min), log_weight)
 
     def predict(self, x: Tensor, z: Tensor) -> Prediction:
         """Law of displacements ``first_predicted_step .. L - 1`` of ``x`` (batch, dim, L)
@@ -614,39 +650,7 @@ class VAE(nn.Module):
         past = x[..., :-1]
         if log_scale is not None:
             past = past * torch.exp(-log_scale)[:, None, None]
-        return self.law(self.run_decoder(past, condition), log_scale)
-
-    def run_decoder(self, past: Tensor, condition: Tensor | TimeCondition) -> Tensor:
-        """The WaveNet's head output for ``past`` (batch, in, n). With ``symmetric``, the
-        mirrored past (displacements negated, the observed mark kept) is run too and the two
-        combined (:meth:`mirror_combine`): the predicted means are then odd in the past and the
-        rest even, as for every process here (their laws are symmetric under x -> -x). A
-        network left to itself learns a small bias in the mean that depends on the latent; a
-        long memory integrates it into a drift (measured: generated FBM with alpha 1.6 at
-        D = 1e-5 drifting by 0.9 standard deviations per step, docs/whole-decoder.md)."""
-        if not self.config.symmetric:
-            return self.decoder(past, condition)
-        dim = self.config.dim
-        mirrored = torch.cat([-past[:, :dim], past[:, dim:]], dim=1)
-        if isinstance(condition, Tensor):
-            condition = torch.cat([condition, condition])
-        else:
-            condition = TimeCondition(
-                torch.cat([condition.code, condition.code]), condition.features
-            )
-        return self.mirror_combine(self.decoder(torch.cat([past, mirrored]), condition))
-
-    def mirror_combine(self, both: Tensor) -> Tensor:
-        """Head outputs of a past and of its mirror stacked, (2 batch, dim * params, ...) ->
-        (batch, dim * params, ...): half the difference of the means (odd), the mean of the
-        others (log sigma, mixture weights: even)."""
-        out, mirrored = both.chunk(2)
-        k = self.config.n_mixtures
-        per_component = out.shape[1] // self.config.dim
-        sign = torch.ones(self.config.dim, per_component, dtype=out.dtype, device=out.device)
-        sign[:, :k] = -1.0
-        sign = sign.flatten().view(-1, *([1] * (out.ndim - 2)))
-        return (out + mirrored * sign) / 2
+        return self.law(self.decoder(past, condition), log_scale)
 
     def condition_at(self, z: Tensor, times: Tensor) -> TimeCondition:
         """The ``"whole"`` decoder's conditioning of displacements ``times`` (n,; negative:
@@ -655,20 +659,18 @@ class VAE(nn.Module):
 
     def _predict_whole(self, x: Tensor, z: Tensor) -> Prediction:
         rf, length = self.receptive_field, x.shape[-1]
-        # Column j of the padded input holds displacement j - rf, zeros (and mark 0) before
-        # the start; output column t then sees displacements t - rf .. t - 1.
-        observed = torch.ones_like(x[:, :1])
-        past = F.pad(torch.cat([x, observed], dim=1)[..., :-1], (rf, 0))
-        condition = self.condition_at(z, torch.arange(1 - rf, length))
         log_scale = self.log_scale(z)
-        memories = exponential_memories(x, self.config.memory_timescales)
         if log_scale is not None:
-            inverse_scale = torch.exp(-log_scale)[:, None, None]
-            past = torch.cat([past[:, :-1] * inverse_scale, past[:, -1:]], dim=1)
-            memories = memories * inverse_scale[..., None]
-        weights = self.memory_weights(condition.last(length))
-        memory_mean = (weights * memories).sum(dim=2)
-        return self.law(self.run_decoder(past, condition), log_scale, memory_mean)
+            x = x * torch.exp(-log_scale)[:, None, None]  # the decoder's units
+        # Column j of the padded input holds step j - rf, zeros (and mark 0) before the start;
+        # output column t then sees steps t - rf .. t - 1.
+        observed = torch.ones_like(x[:, :1])
+        past = F.pad(torch.cat([invariant_features(x), observed], dim=1)[..., :-1], (rf, 0))
+        condition = self.condition_at(z, torch.arange(1 - rf, length))
+        memories = exponential_memories(x, self.config.memory_timescales)
+        memory_mean = (self.memory_weights(condition.last(length)) * memories).sum(dim=2)
+        head = self.decoder(past, condition)
+        return self.whole_law(head, past_windows(x, rf), memory_mean, log_scale)
 
     def forward(self, x: Tensor, sample: bool = True) -> dict[str, Tensor]:
         """Encode, sample z (its mean when ``sample`` is False), decode. Returns ``mu``,
