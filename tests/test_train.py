@@ -790,6 +790,7 @@ def test_whole_decoder_trains_on_prefixes_and_scores_every_step(tiny, tmp_path):
         (["--decoder", "whole", "--paper-network"], "its window decoder"),
         (["--decoder", "whole", "--init", "fbm"], "--decoder builds a new network"),
         (["--crop-min-steps", "0"], "--crop-min-steps must be >= 1"),
+        (["--precision", "16-mixed"], "choose one of 32-true, bf16-mixed"),
     ],
 )
 def test_decoder_options_are_checked_before_anything_is_read(tmp_path, options, message):
@@ -808,3 +809,31 @@ def test_validation_exact_nll_of_a_measured_set():
     )
     assert exact["all"] == pytest.approx(expected.mean(), rel=1e-12)
     assert np.isnan(exact["rf"])  # no finite-memory floor with localisation noise
+
+
+@pytest.mark.parametrize("decoder", ["window", "whole"])
+def test_bf16_mixed_training_validates_in_full_precision(tiny, tmp_path, decoder):
+    """bf16-mixed trains (the convolutions in bfloat16) and records its precision; the
+    held-out NLL of its history is the float32 one of the model it saved, to rounding."""
+    run = tmp_path / "run"
+    network = ModelConfig(decoder=decoder, scale_equivariant=True)
+    result = train.train(
+        tiny,
+        run,
+        config(plan=TWO_STAGES, precision="bf16-mixed"),
+        model_config=network,
+        progress=False,
+    )
+    assert recorded(run).precision == "bf16-mixed"
+    model = load_model(run)
+    _, val = train.split(len(tiny), 0.2, 0)
+    with torch.no_grad():
+        nll = model(torch.as_tensor(tiny.subset(val).displacements), sample=False)["nll"]
+    assert float(read_history(run)[-1]["val_nll"]) == pytest.approx(nll.mean().item(), abs=1e-5)
+    # The same run in float32: the training loss moves by bfloat16's rounding, no more.
+    fp32 = train.train(
+        tiny, tmp_path / "fp32", config(plan=TWO_STAGES), model_config=network, progress=False
+    )
+    losses = [r.history[0]["train_loss"] for r in (result, fp32)]
+    assert losses[0] != losses[1]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-3)  # measured: 2e-5 and 5e-6

@@ -545,6 +545,13 @@ def train(
     accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu")] = "auto",
     devices: Annotated[str, typer.Option(help="devices per node (DDP when > 1)")] = "1",
     num_nodes: Annotated[int, typer.Option(help="nodes (DDP)")] = 1,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="32-true, or bf16-mixed: convolutions in bfloat16, likelihood, KL and "
+            "optimiser in float32"
+        ),
+    ] = "32-true",
     resume: Annotated[bool, typer.Option(help="continue a run from its last checkpoint")] = False,
     find_lr: Annotated[bool, typer.Option(help="run the learning-rate finder only")] = False,
     lr: Annotated[
@@ -587,6 +594,7 @@ def train(
         _check_train_options(ctx, batch_size, max_epochs, latent_dim, seed, lr, preset, plan, init)
         _check_network_options(ctx, decoder, paper_network, init, crop_min_steps)
         device_count = _check_hardware(accelerator, devices, num_nodes)
+        _check_precision(precision)
         check_output(output, kind="directory")
         custom = _read_plan(plan) if plan is not None else None
         if init is not None:
@@ -611,6 +619,7 @@ def train(
             max_epochs=max_epochs,
             lr=lr,
             crop_min_steps=crop_min_steps,
+            precision=precision,
         )
         if resume:
             _warn_on_resume(ctx, output, training, config, plan)
@@ -682,6 +691,13 @@ def _new_network(dim: int, latent_dim: int, paper_network: bool, decoder: str):
     if paper_network:
         return ModelConfig.published(dim=dim, latent_dim=latent_dim)
     return ModelConfig(dim=dim, latent_dim=latent_dim, scale_equivariant=True, decoder=decoder)
+
+
+def _check_precision(precision: str) -> None:
+    from minrep.train import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise OptionError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
 
 
 def _check_network_options(ctx, decoder, paper_network, init, crop_min_steps) -> None:

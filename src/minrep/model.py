@@ -62,6 +62,13 @@ from minrep.dimension import SURVIVAL_KL  # re-exported: defined there, without 
 LOG_2PI = math.log(2 * math.pi)
 
 
+def full_precision(x: Tensor):
+    """A region in float32 whatever autocast is around it (``minrep train --precision
+    bf16-mixed``): the head's last layer, the likelihood and the KL, where bfloat16's 3 digits
+    would bias the NLL that training compares with the exact one at 1e-3 nat."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def kl_to_prior(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL divergence of N(mu, exp(logvar)) to N(0, 1), elementwise (nat)."""
     return 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar)
@@ -484,7 +491,9 @@ class WaveNet(nn.Module):
             skips = skip if skips is None else skip + skips[..., block.shrink :]
         if self.config.stack_scaling:
             skips = skips * self.skip_scale
-        return self.head_out(F.relu(self.head_hidden(F.relu(skips))))
+        hidden = F.relu(self.head_hidden(F.relu(skips)))
+        with full_precision(hidden):
+            return self.head_out(hidden.float())
 
     @property
     def skip_scale(self) -> float:
@@ -612,7 +621,10 @@ class VAE(nn.Module):
 
     def log_scale(self, z: Tensor) -> Tensor | None:
         """Log of the decoder's displacement scale, (batch,), or None (paper network)."""
-        return self.scale_head(z)[:, 0] if self.config.scale_equivariant else None
+        if not self.config.scale_equivariant:
+            return None
+        with full_precision(z):
+            return self.scale_head(z.float())[:, 0]
 
     def law(self, head_output: Tensor, log_scale: Tensor | None) -> Prediction:
         """The ``"window"`` WaveNet's head output (batch, dim * params, n), in the decoder's
@@ -629,7 +641,9 @@ class VAE(nn.Module):
         coefficients of the rf displacements before each predicted one, ``windows`` (batch,
         dim, n, rf), oldest first; and the memories' part of the mean (batch, dim, n); all in
         the decoder's units -> law of n displacements in displacement units."""
-        mean = torch.einsum("bdnj,bjn->bdn", windows, head_output[:, 1:]) + memory_mean
+        with full_precision(head_output):
+            linear = torch.einsum("bdnj,bjn->bdn", windows.float(), head_output[:, 1:].float())
+        mean = linear + memory_mean.float()
         log_sigma = head_output[:, :1].expand_as(mean)
         return self._rescaled(mean[:, :, None], log_sigma[:, :, None], None, log_scale)
 
@@ -676,10 +690,11 @@ class VAE(nn.Module):
         """Encode, sample z (its mean when ``sample`` is False), decode. Returns ``mu``,
         ``logvar``, ``z``, ``nll`` (batch,: mean NLL per predicted displacement component) and
         ``kl`` (batch, latent_dim: KL of each latent to N(0, 1))."""
-        mu, logvar = self.encode(x)
+        mu, logvar = (t.float() for t in self.encode(x))
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         prediction = self.predict(x, z)
-        nll = -prediction.log_prob(x[..., self.first_predicted_step :]).mean(dim=(1, 2))
+        with full_precision(x):
+            nll = -prediction.log_prob(x[..., self.first_predicted_step :]).mean(dim=(1, 2))
         return {"mu": mu, "logvar": logvar, "z": z, "nll": nll, "kl": kl_to_prior(mu, logvar)}
 
     def loss(
