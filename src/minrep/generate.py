@@ -192,7 +192,7 @@ class FastDecoder:
                 x = scaled[step]
                 length = x.norm(dim=1, keepdim=True)
                 x_features = torch.cat([length, (x * direction).sum(1, keepdim=True)], dim=1)
-                direction = torch.where(length > 0, x / length.clamp_min(1e-30), 0.0)
+                direction = x / length.clamp_min(1e-30)  # 0 where x is
             else:
                 x = series[step] if inv_scale is None else series[step] * inv_scale
                 x_features = x

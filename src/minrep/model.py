@@ -338,7 +338,7 @@ def invariant_features(x: Tensor) -> Tensor:
     rotated, multiplied by c when it is scaled by c > 0; in 1D they give the past up to its
     sign."""
     length = x.norm(dim=1, keepdim=True)
-    direction = torch.where(length > 0, x / length.clamp_min(torch.finfo(x.dtype).tiny), 0.0)
+    direction = x / length.clamp_min(torch.finfo(x.dtype).tiny)  # 0 where x is
     along = (x[..., 1:] * direction[..., :-1]).sum(dim=1, keepdim=True)
     return torch.cat([length, F.pad(along, (1, 0))], dim=1)
 
@@ -493,7 +493,7 @@ class WaveNet(nn.Module):
             skips = skips * self.skip_scale
         hidden = F.relu(self.head_hidden(F.relu(skips)))
         with full_precision(hidden):
-            return self.head_out(hidden.float())
+            return self.head_out(hidden.to(self.head_out.weight.dtype))
 
     @property
     def skip_scale(self) -> float:
@@ -624,7 +624,7 @@ class VAE(nn.Module):
         if not self.config.scale_equivariant:
             return None
         with full_precision(z):
-            return self.scale_head(z.float())[:, 0]
+            return self.scale_head(z)[:, 0]
 
     def law(self, head_output: Tensor, log_scale: Tensor | None) -> Prediction:
         """The ``"window"`` WaveNet's head output (batch, dim * params, n), in the decoder's
@@ -642,8 +642,8 @@ class VAE(nn.Module):
         dim, n, rf), oldest first; and the memories' part of the mean (batch, dim, n); all in
         the decoder's units -> law of n displacements in displacement units."""
         with full_precision(head_output):
-            linear = torch.einsum("bdnj,bjn->bdn", windows.float(), head_output[:, 1:].float())
-        mean = linear + memory_mean.float()
+            linear = torch.einsum("bdnj,bjn->bdn", windows, head_output[:, 1:])
+        mean = linear + memory_mean
         log_sigma = head_output[:, :1].expand_as(mean)
         return self._rescaled(mean[:, :, None], log_sigma[:, :, None], None, log_scale)
 
@@ -690,7 +690,7 @@ class VAE(nn.Module):
         """Encode, sample z (its mean when ``sample`` is False), decode. Returns ``mu``,
         ``logvar``, ``z``, ``nll`` (batch,: mean NLL per predicted displacement component) and
         ``kl`` (batch, latent_dim: KL of each latent to N(0, 1))."""
-        mu, logvar = (t.float() for t in self.encode(x))
+        mu, logvar = (t.to(x.dtype) for t in self.encode(x))  # float32 under autocast
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         prediction = self.predict(x, z)
         with full_precision(x):
