@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import minrep
 from minrep import datasets, estimation, io
 from minrep.cli import app
+from minrep.model import VAE, ModelConfig
 
 
 @pytest.fixture(autouse=True)
@@ -132,3 +133,40 @@ def test_estimate_command_flags_for_tracking_files_only(tmp_path):
     result = CliRunner().invoke(app, ["estimate", "fbm", str(data), "-o", str(out), "--split-gaps"])
     assert result.exit_code == 2 and "--split-gaps is for tracking files" in result.output
     assert not out.exists()
+
+
+def test_a_model_trained_with_a_measurement_estimates_noise_and_exposure():
+    """Conformal intervals cover 90 % whatever the model (here an untrained one, whose
+    intervals are wide): noise and exposure of fresh measured tracks, per length class; the
+    noise is in length units, scaled with the track, and the exposure is not."""
+    model = VAE(ModelConfig(decoder="whole", scale_equivariant=True))
+    model.training_range = {
+        "alpha": [0.2, 1.8], "D": [1e-5, 1e-2], "reduced_noise": [0.0, 1.0], "exposure": [0.0, 1.0]
+    }  # fmt: skip
+    calibration = estimation.calibrate(model, "fbm", longest=60, n_tracks=4000, seed=1)
+    assert {"noise_ratio", "exposure"} <= set(calibration.parameters)
+    assert calibration.training_range["exposure"] == [0.0, 1.0]
+    rng = np.random.default_rng(5)
+    n = 6000
+    alpha, D = rng.uniform(0.2, 1.8, n), 10 ** rng.uniform(-5, -2, n)
+    noise, exposure = np.sqrt(2 * rng.uniform(0, 1, n) * D), rng.uniform(0, 1, n)
+    lengths = np.unique(np.geomspace(model.config.min_steps, 60, estimation.LENGTHS).round())
+    n_steps = rng.choice(lengths.astype(int), n)  # as the calibration draws them
+    tracks = estimation._simulate("fbm", alpha, D, n_steps, 1, rng, noise, exposure)
+    table = estimation.estimate(model, tracks, calibration)
+    for name, truth in (("noise", noise), ("exposure", exposure)):
+        classes = calibration.parameters[name if name == "exposure" else "noise_ratio"]
+        classes = classes.length_class(n_steps)
+        inside = (table[f"{name}_low"] <= truth) & (truth <= table[f"{name}_high"])
+        for k in np.unique(classes):
+            # about 1,500 tracks per class: one standard error 0.8 %, the bar 4 wide
+            assert 0.87 <= inside[classes == k].mean() <= 0.93, (
+                name,
+                k,
+                inside[classes == k].mean(),
+            )
+    assert (table["exposure_low"] >= 0).all() and (table["exposure_high"] <= 1).all()
+    scaled = io.Trajectories(tracks.displacements * 7.0, tracks.labels, tracks.meta, tracks.lengths)
+    again = estimation.estimate(model, scaled, calibration, pixel_size=0.1)
+    np.testing.assert_allclose(again["noise"], table["noise"] * 0.7, rtol=1e-4)
+    np.testing.assert_allclose(again["exposure"], table["exposure"], rtol=1e-4, atol=1e-6)

@@ -851,6 +851,8 @@ def estimate(
             vae, data, calibration, pixel_size=pixel, frame_interval=interval
         )
         table["D_unit"] = unit
+        if "noise" in table:
+            table["noise_unit"] = unit.split("^")[0]  # a length
         with io.atomic_write(output, suffix=".csv") as tmp:
             table.to_csv(tmp, index=False)
     typer.echo(

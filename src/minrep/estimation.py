@@ -19,6 +19,12 @@ nothing else. Positions in pixels and frames give D in pixel^2/frame^alpha; with
 ``pixel_size`` (micrometres per pixel, or 1 when the file is already in micrometres) and
 ``frame_interval`` (seconds), D is in um^2/s^alpha:
 D = D_frames pixel_size^2 / frame_interval^alpha (alpha at its estimate).
+
+A model trained on tracks simulated with a measurement (localisation error and motion blur,
+:mod:`minrep.processes`) records their ranges; its calibration draws them too and adds the
+exposure (0-1 of a frame) and the localisation error, as its ratio to the track's RMS
+displacement (free of scale, and the track's RMS is known, so the interval of sigma is as well
+calibrated as the ratio's), reported per coordinate in length units.
 """
 
 from __future__ import annotations
@@ -83,7 +89,9 @@ class Calibration:
     feature_scale: list[float]
     reference_log_rms: float  # tracks are rescaled to this RMS displacement (log)
     level: float
-    parameters: dict[str, ParameterMap]  # "alpha" (not for BM), "log10_D"
+    # "alpha" (not for BM), "log10_D"; for a model trained with a measurement, "exposure" and
+    # "noise_ratio" (the localisation error over the track's RMS displacement)
+    parameters: dict[str, ParameterMap]
     training_range: dict
     n_tracks: int
     seed: int
@@ -166,7 +174,13 @@ def calibrate(
     # Lengths from a few log-spaced values: each is simulated and encoded as one group.
     lengths = np.unique(np.geomspace(model.config.min_steps, longest, LENGTHS).round())
     n_steps = rng.choice(lengths.astype(int), n_tracks)
-    tracks = _simulate(process, alpha, 10**log10_d, n_steps, model.config.dim, rng)
+    # The measurement the model was trained with, drawn over the same ranges.
+    reduced_noise = rng.uniform(*grid.get("reduced_noise", (0.0, 0.0)), n_tracks)
+    exposure = rng.uniform(*grid.get("exposure", (0.0, 0.0)), n_tracks)
+    noise = np.sqrt(2 * reduced_noise * 10**log10_d)
+    tracks = _simulate(
+        process, alpha, 10**log10_d, n_steps, model.config.dim, rng, noise=noise, exposure=exposure
+    )
     # The typical RMS displacement of the training range: every track is brought to it.
     reference = float(np.mean(np.log(_rms(tracks))))
     scaled, log10_factor = _rescaled(tracks, reference)
@@ -178,6 +192,10 @@ def calibrate(
     targets = {"log10_D": log10_d + 2 * log10_factor}
     if process != "bm":
         targets = {"alpha": alpha, **targets}
+    if "exposure" in grid:
+        targets["exposure"] = exposure
+    if "reduced_noise" in grid:  # scale-free: the track's RMS is known, so is sigma's interval
+        targets["noise_ratio"] = noise / _rms(tracks)
     order = rng.permutation(n_tracks)
     fit, hold = order[: n_tracks // 2], order[n_tracks // 2 :]
     # Length classes of about equal counts, each with its own conformal quantile.
@@ -194,7 +212,10 @@ def calibrate(
         reference_log_rms=float(reference),
         level=LEVEL,
         parameters=parameters,
-        training_range={"alpha": [float(low), float(high)], "D": list(map(float, grid["D"]))},
+        training_range={
+            "alpha": [float(low), float(high)],
+            **{k: list(map(float, v)) for k, v in grid.items() if k != "alpha"},
+        },
         n_tracks=int(n_tracks),
         seed=int(seed),
     )
@@ -236,18 +257,26 @@ def _fit_map(x, y, fit, hold, seed, n_steps, edges) -> ParameterMap:
     return result
 
 
-def _simulate(process, alpha, D, n_steps, dim, rng) -> io.Trajectories:
-    """Tracks of the given lengths (a ragged set), simulated length by length."""
+def _simulate(process, alpha, D, n_steps, dim, rng, noise=None, exposure=None) -> io.Trajectories:
+    """Tracks of the given lengths (a ragged set), simulated length by length; ``noise`` and
+    ``exposure`` (``(n,)`` each, or None) the measurement of each (:mod:`minrep.processes`)."""
     from minrep.processes import simulate
 
     longest = int(n_steps.max())
     dx = np.full((len(alpha), dim, longest), np.nan, dtype=np.float32)
+    measurement = {"noise": noise, "exposure": exposure}
+    measurement = {
+        k: np.asarray(v, dtype=np.float64) for k, v in measurement.items() if v is not None
+    }
     for length in np.unique(n_steps):
         rows = np.flatnonzero(n_steps == length)
         seed = int(rng.integers(2**63))
-        part = simulate(process, alpha[rows], D[rows], int(length), dim=dim, seed=seed)
+        part = simulate(
+            process, alpha[rows], D[rows], int(length), dim=dim, seed=seed,
+            **{k: v[rows] for k, v in measurement.items()},
+        )  # fmt: skip
         dx[rows, :, :length] = part
-    labels = {"alpha": alpha, "D": D, "process": np.full(len(alpha), process)}
+    labels = {"alpha": alpha, "D": D, "process": np.full(len(alpha), process), **measurement}
     return io.Trajectories(dx, labels, {"process": process}, lengths=n_steps)
 
 
@@ -261,8 +290,11 @@ def estimate(
 ) -> pd.DataFrame:
     """One row per track: ``particle``, ``n_steps``, ``alpha``, ``alpha_low``, ``alpha_high``,
     ``D``, ``D_low``, ``D_high`` (:data:`LEVEL` intervals; D per component, in length^2 /
-    time^alpha of ``pixel_size`` and ``frame_interval``: the module docstring). A 1D model
-    estimates each axis of 2D/3D tracks as its own track: one row per track and ``axis``."""
+    time^alpha of ``pixel_size`` and ``frame_interval``: the module docstring) and, for a
+    model trained with a measurement, ``noise`` (the localisation error's standard deviation
+    per coordinate, in length units) and ``exposure`` (0-1 of a frame), each with its interval.
+    A 1D model estimates each axis of 2D/3D tracks as its own track: one row per track and
+    ``axis``."""
     for name, value in (("pixel_size", pixel_size), ("frame_interval", frame_interval)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise EstimateError(f"{name} must be a positive number, got {value!r}")
@@ -297,6 +329,16 @@ def estimate(
     units = 2 * math.log10(pixel_size) - alpha * math.log10(frame_interval)
     for suffix, value in (("", log10_d), ("_low", log10_d - half), ("_high", log10_d + half)):
         out[f"D{suffix}"] = 10.0 ** (value + units)
+    # Physical bounds: an interval cut to them still holds the truth as often.
+    measured = {
+        "noise_ratio": ("noise", _rms(tracks) * pixel_size, np.inf),
+        "exposure": ("exposure", 1.0, 1.0),
+    }
+    for key, (name, factor, upper) in measured.items():
+        if key in calibration.parameters:
+            value, half = calibration.parameters[key].predict(x, n_steps)
+            for suffix, v in (("", value), ("_low", value - half), ("_high", value + half)):
+                out[f"{name}{suffix}"] = np.clip(v, 0.0, upper) * factor
     return pd.DataFrame(out)
 
 

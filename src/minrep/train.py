@@ -701,14 +701,21 @@ def validation_exact_nll(data: io.Trajectories, start: int) -> dict[str, float] 
 
 def training_range(data: io.Trajectories) -> dict[str, list[float]] | None:
     """``{"alpha": [lo, hi], "D": [lo, hi]}`` of the labels of ``data`` (alpha of Brownian
-    motion is 1), or None where the data carry no such labels."""
+    motion is 1), or None where the data carry no such labels. A set simulated with a
+    measurement adds ``"exposure"`` and ``"reduced_noise"`` (sigma^2 / (2 D), a frame the time
+    unit), the ranges a model's calibration draws from (:mod:`minrep.estimation`)."""
     alpha, D = data.alpha, data.D
     if alpha is None and data.process == "bm":
         alpha = np.ones(1)
     if alpha is None or D is None:
         return None
+    ranges = [("alpha", alpha), ("D", D)]
+    if "exposure" in data.labels:
+        ranges.append(("exposure", data.labels["exposure"]))
+    if "noise" in data.labels:
+        ranges.append(("reduced_noise", np.asarray(data.labels["noise"]) ** 2 / (2 * D)))
     bounds = {}
-    for name, values in (("alpha", alpha), ("D", D)):
+    for name, values in ranges:
         values = np.asarray(values, dtype=np.float64)
         values = values[np.isfinite(values)]
         if values.size == 0:
