@@ -8,8 +8,9 @@ Shapes: trajectories are displacements ``(batch, dim, L)``. Two decoders, chosen
   t - 1`` and the latent, for ``t = receptive_field .. L - 1`` (367 predictions for L = 399 and
   the paper's receptive field of 32). Every convolution is unpadded, as in the paper.
 - ``"whole"``: every displacement, ``t = 0 .. L - 1``, the first from the latent alone. The same
-  WaveNet sees the window before ``t`` left-padded with zeros, plus a channel that marks which
-  inputs are observed; a bank of exponentially decaying memories of the whole past,
+  WaveNet sees the window before ``t`` (as invariant features, below) left-padded with zeros,
+  plus a channel that marks which inputs are observed; a bank of exponentially decaying
+  memories of the whole past,
   ``m_k(t) = sum_{s<t} (1 - a_k) a_k^(t-1-s) x_s`` with ``a_k = exp(-1 / tau_k)`` at timescales
   ``tau_k`` of 4 .. 1024 steps, adds ``sum_k w_k(z, t) m_k(t)`` to the predicted mean: linear in
   the past, as the best predictor of a Gaussian process is (fractional Gaussian noise's power-law
