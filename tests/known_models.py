@@ -41,5 +41,5 @@ def known_whole_model(process_std: float):
     with torch.no_grad():
         for parameter in [*model.decoder.parameters(), *model.memory_weights.parameters()]:
             parameter.zero_()
-        model.decoder.head_out.bias[1] = math.log(process_std)
+        model.decoder.head_out.bias[0] = math.log(process_std)  # log sigma, then coefficients
     return model
