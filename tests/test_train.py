@@ -837,3 +837,27 @@ def test_bf16_mixed_training_validates_in_full_precision(tiny, tmp_path, decoder
     losses = [r.history[0]["train_loss"] for r in (result, fp32)]
     assert losses[0] != losses[1]
     assert losses[0] == pytest.approx(losses[1], abs=1e-3)  # measured: 2e-5 and 5e-6
+
+
+def test_a_2d_measured_set_trains_the_whole_decoder_and_records_its_measurement(tmp_path):
+    """The path of a microscope-track model (issue 11): 2D FBM with localisation noise and
+    blur drawn per track, the whole decoder; the held-out exact NLL accounts for the
+    measurement and the training range records it for the calibration."""
+    data = datasets.make_dataset(
+        "fbm", alpha=(0.5, 1.5), D=(1e-3, 1e-2), n_per_cell=30, n_positions=40, dim=2,
+        reduced_noise=(0.0, 1.0), exposure=(0.0, 1.0), seed=4,
+    )  # fmt: skip
+    network = ModelConfig(dim=2, decoder="whole", scale_equivariant=True)
+    train.train(
+        data, tmp_path / "run", config(plan=TWO_STAGES), model_config=network, progress=False
+    )
+    history = read_history(tmp_path / "run")
+    _, val = train.split(len(data), 0.2, 0)
+    part = data.subset(val)
+    expected = processes.exact_nll(
+        part.displacements, "fbm", part.alpha, part.D, start=0, **part.measurement()
+    ).mean()
+    assert float(history[0]["val_exact_nll"]) == pytest.approx(expected, rel=1e-9)
+    recorded_range = load_model(tmp_path / "run").training_range
+    assert 0 <= recorded_range["exposure"][0] < recorded_range["exposure"][1] <= 1
+    assert 0 <= recorded_range["reduced_noise"][0] < recorded_range["reduced_noise"][1] <= 1

@@ -110,13 +110,16 @@ def _check_finite(state: dict[str, torch.Tensor], path: Path, consequence: str) 
 
 def _training_range(document: dict, config_path: Path) -> dict | None:
     """``data.training_range`` of a config.json, checked: ``{"alpha": [lo, hi], "D": [lo,
-    hi]}`` with finite lo <= hi, or None where the run did not record it."""
+    hi]}`` and, for a model trained with a measurement, ``"exposure"`` and ``"reduced_noise"``
+    (:func:`minrep.train.training_range`), with finite lo <= hi, or None where the run did not
+    record it."""
     data = document.get("data")
     if not isinstance(data, dict) or data.get("training_range") is None:
         return None
     values = data["training_range"]
     try:
-        checked = {key: [float(values[key][0]), float(values[key][1])] for key in ("alpha", "D")}
+        keys = ("alpha", "D", *(k for k in ("exposure", "reduced_noise") if k in values))
+        checked = {key: [float(values[key][0]), float(values[key][1])] for key in keys}
     except (KeyError, IndexError, TypeError, ValueError):
         checked = None
     if checked is None or not all(
