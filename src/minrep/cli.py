@@ -529,6 +529,15 @@ def _read_plan(path: Path):
         raise OptionError(f"{where} ({err})") from None
 
 
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="32-true, or bf16-mixed: convolutions in bfloat16, likelihood, KL and optimiser in "
+        "float32"
+    ),
+]
+
+
 @app.command()
 def train(
     ctx: typer.Context,
@@ -545,13 +554,7 @@ def train(
     accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu")] = "auto",
     devices: Annotated[str, typer.Option(help="devices per node (DDP when > 1)")] = "1",
     num_nodes: Annotated[int, typer.Option(help="nodes (DDP)")] = 1,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="32-true, or bf16-mixed: convolutions in bfloat16, likelihood, KL and "
-            "optimiser in float32"
-        ),
-    ] = "32-true",
+    precision: Precision = "32-true",
     resume: Annotated[bool, typer.Option(help="continue a run from its last checkpoint")] = False,
     find_lr: Annotated[bool, typer.Option(help="run the learning-rate finder only")] = False,
     lr: Annotated[
@@ -584,7 +587,6 @@ def train(
     ] = None,
 ):
     """Train a beta-VAE on a dataset; writes the run directory (model, history, figures)."""
-    from minrep import checkpoint
     from minrep.train import TrainConfig, keep_freed_memory
     from minrep.train import train as train_model
 
@@ -597,11 +599,7 @@ def train(
         _check_precision(precision)
         check_output(output, kind="directory")
         custom = _read_plan(plan) if plan is not None else None
-        if init is not None:
-            try:
-                checkpoint.resolve(init)
-            except MinrepError as err:
-                raise OptionError(f"--init: {err}") from None
+        _check_init(init)
         _check_input(data)
         trajectories = io.load_npz(data)
         config = None
@@ -691,6 +689,17 @@ def _new_network(dim: int, latent_dim: int, paper_network: bool, decoder: str):
     if paper_network:
         return ModelConfig.published(dim=dim, latent_dim=latent_dim)
     return ModelConfig(dim=dim, latent_dim=latent_dim, scale_equivariant=True, decoder=decoder)
+
+
+def _check_init(init: str | None) -> None:
+    """``--init`` names a model directory or a shipped model."""
+    from minrep import checkpoint
+
+    if init is not None:
+        try:
+            checkpoint.resolve(init)
+        except MinrepError as err:
+            raise OptionError(f"--init: {err}") from None
 
 
 def _check_precision(precision: str) -> None:
