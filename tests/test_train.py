@@ -588,7 +588,12 @@ def test_a_signal_in_process_stops_after_the_batch_in_flight(
     assert (run / "model.safetensors").is_file()
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("every_step", [True, False], ids=["checked-each-step", "at-epoch-end"])
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tiny, tmp_path, monkeypatch, every_step
+):
+    # On a GPU the check waits for the end of the epoch (no device sync per step).
+    monkeypatch.setattr(train.MinrepModule, "check_every_step", every_step)
     run = tmp_path / "run"
     calls = {"n": 0}
     original = VAE.loss
@@ -611,6 +616,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path
     train.train(tiny, run, resume=True, progress=False)  # the last good state resumes
     after = read_history(run)
     assert [int(r["epoch"]) for r in after] == [1, 2, 3] and after[0] == before[0]
+
+
+def test_the_gradient_graphs_manual_optimisation_trains_as_lightnings_own(
+    tiny, tmp_path, monkeypatch
+):
+    """The GPU's path (GradientGraph, the module stepping Adam) run eagerly on the CPU gives
+    the weights of Lightning's automatic optimisation: the same plan (learning rate, momentum,
+    beta, decorrelation, a branch that resets Adam), random numbers and last smaller batch."""
+    plan = Plan([Stage(1, 0.0), Stage(1, 1e-3, decorrelation=0.1), Stage(1, 1e-3, start_from=1)])
+    results = {}
+    for graph in (False, True):
+        monkeypatch.setattr(train.MinrepModule, "uses_cuda_graph", lambda self, g=graph: g)
+        results[graph] = train.train(tiny, tmp_path / str(graph), config(plan=plan), progress=False)
+    losses = [[r["train_loss"] for r in results[g].history] for g in (False, True)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert results[True].history[2]["note"] == "started from stage 1's weights"
+    automatic = results[False].model.state_dict()
+    for name, value in results[True].model.state_dict().items():
+        torch.testing.assert_close(value, automatic[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_bad_training_input_is_refused_before_training(tiny, tmp_path):

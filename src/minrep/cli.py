@@ -529,6 +529,20 @@ def _read_plan(path: Path):
         raise OptionError(f"{where} ({err})") from None
 
 
+Decoder = Annotated[
+    str,
+    typer.Option(
+        help="window: the paper's (predicts from the receptive field on); whole: every "
+        "displacement, with memory of the whole past, any length"
+    ),
+]
+CudaGraph = Annotated[
+    bool,
+    typer.Option(
+        help="on one GPU, replay the window network's forward and backward pass from a CUDA "
+        "graph (the same computation, fewer kernel launches)"
+    ),
+]
 Precision = Annotated[
     str,
     typer.Option(
@@ -555,6 +569,7 @@ def train(
     devices: Annotated[str, typer.Option(help="devices per node (DDP when > 1)")] = "1",
     num_nodes: Annotated[int, typer.Option(help="nodes (DDP)")] = 1,
     precision: Precision = "32-true",
+    cuda_graph: CudaGraph = True,
     resume: Annotated[bool, typer.Option(help="continue a run from its last checkpoint")] = False,
     find_lr: Annotated[bool, typer.Option(help="run the learning-rate finder only")] = False,
     lr: Annotated[
@@ -572,13 +587,7 @@ def train(
     init: Annotated[
         str | None, typer.Option(help="start from this model's weights (path or shipped name)")
     ] = None,
-    decoder: Annotated[
-        str,
-        typer.Option(
-            help="window: the paper's (predicts from the receptive field on); whole: every "
-            "displacement, with memory of the whole past, any length"
-        ),
-    ] = "window",
+    decoder: Decoder = "window",
     crop_min_steps: Annotated[
         int | None,
         typer.Option(
@@ -618,6 +627,7 @@ def train(
             lr=lr,
             crop_min_steps=crop_min_steps,
             precision=precision,
+            cuda_graph=cuda_graph,
         )
         if resume:
             _warn_on_resume(ctx, output, training, config, plan)

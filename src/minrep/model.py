@@ -701,13 +701,14 @@ class VAE(nn.Module):
     def loss(
         self,
         x: Tensor,
-        beta: float,
-        decorrelation: float = 0.0,
+        beta: float | Tensor,
+        decorrelation: float | Tensor = 0.0,
         reference_steps: int | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """beta-VAE loss: mean NLL per predicted displacement + beta * KL summed over latents,
         both averaged over the batch, + ``decorrelation`` * :func:`latent_covariance` (a
-        training device of some plans' stages; 0 is the paper's loss). Returns the loss and
+        training device of some plans' stages; 0 is the paper's loss). ``beta`` and
+        ``decorrelation`` may be 0-dim tensors (:mod:`minrep.cudagraph`). Returns the loss and
         the terms (detached; ``nll`` the mean per predicted displacement).
 
         ``reference_steps``: the NLL term is the sum over the predicted steps divided by this
@@ -722,6 +723,6 @@ class VAE(nn.Module):
         predicted = x.shape[-1] - self.first_predicted_step
         weight = 1.0 if reference_steps is None else predicted / reference_steps
         loss = nll * weight + beta * kl_per_latent.sum()
-        if decorrelation:
+        if isinstance(decorrelation, Tensor) or decorrelation:  # a tensor: no sync (CUDA graph)
             loss = loss + decorrelation * latent_covariance(out["mu"])
         return loss, {"nll": nll.detach(), "kl_per_latent": kl_per_latent.detach()}

@@ -32,6 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from minrep import MinrepError, checkpoint, io, processes
+from minrep.cudagraph import GradientGraph
 from minrep.dimension import EffectiveDimension, LatentMoments, effective_dimension_of_moments
 from minrep.encode import check_scale
 from minrep.model import VAE, ModelConfig, full_precision, rms_scale, surviving
@@ -117,6 +118,7 @@ _FIELD_CHECKS = {
     "num_nodes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "crop_min_steps": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
     "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "cuda_graph": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 # Fixed when a run starts; a resumed run keeps its own. The other fields (when to stop, on
@@ -149,7 +151,11 @@ class TrainConfig:
     with the ``"whole"`` decoder, whose runs then record :data:`WHOLE_DECODER_CROP`.
     ``precision`` ``"bf16-mixed"`` runs the convolutions and matrix products of training in
     bfloat16 (Lightning's autocast), the head's last layer, the likelihood, the KL, the
-    optimiser and all of validation in float32 (:func:`minrep.model.full_precision`)."""
+    optimiser and all of validation in float32 (:func:`minrep.model.full_precision`).
+    ``cuda_graph``: on one CUDA device, replay the forward and backward pass of the
+    ``"window"`` network from a CUDA graph (:mod:`minrep.cudagraph`; the same computation);
+    on a GPU the data then stay on the device and validation runs in batches of
+    :data:`GPU_VALIDATION_BATCH`."""
 
     preset: str | None = "quick"
     plan: Plan | None = None
@@ -164,6 +170,7 @@ class TrainConfig:
     num_nodes: int = 1
     crop_min_steps: int | None = None
     precision: str = "32-true"
+    cuda_graph: bool = True
 
     def __post_init__(self):
         if isinstance(self.init, os.PathLike):
@@ -271,7 +278,8 @@ class Batches(torch.utils.data.Dataset):
             return None
         if self._order_epoch != self.epoch:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            self._order = torch.randperm(len(self.data), generator=generator)
+            order = torch.randperm(len(self.data), generator=generator)
+            self._order = order.to(self.data.device)  # where the data are (a GPU's: setup)
             self._order_epoch = self.epoch
         return self._order
 
@@ -306,22 +314,42 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarra
 # The Lightning module
 
 
+GPU_VALIDATION_BATCH = 8192
+"""Validation batch on a GPU (1,024 on a CPU): forward passes only, the larger the faster."""
+
+GPU_RESIDENT_BYTES = 4 * 2**30
+"""Training and validation sets up to this size are moved to the GPU once, and batches drawn
+there."""
+
+
 class MinrepModule(pl.LightningModule):
     """Wraps :class:`minrep.model.VAE` with the plan: sets beta, learning rate and momentum at
     every batch, and sums the training loss and the held-out NLL and KL per latent over all
     processes at every epoch, and the moments of the held-out posteriors that give the
-    effective dimension (:mod:`minrep.dimension`)."""
+    effective dimension (:mod:`minrep.dimension`). With ``cuda_graph`` (and where
+    :meth:`uses_cuda_graph`) the gradients come from a :class:`GradientGraph` and the module
+    steps the optimiser itself (Lightning's manual optimisation)."""
 
-    def __init__(self, config: ModelConfig, plan: Plan, datasets: list[Batches], seed: int = 0):
+    def __init__(
+        self,
+        config: ModelConfig,
+        plan: Plan,
+        datasets: list[Batches],
+        seed: int = 0,
+        cuda_graph: bool = True,
+    ):
         super().__init__()
         self.model = VAE(config)
         self.plan = plan
         self.datasets = datasets  # training and validation batches, sharded in setup()
         self.seed = seed
+        self.cuda_graph = cuda_graph
+        self._gradients: GradientGraph | None = None
         self.follow_plan = True  # False while the learning-rate finder sweeps the rate
         self.lr = plan.stages[0].lr
         self.beta = 0.0
-        self._train_sums = torch.zeros(2)
+        self._train_sums = torch.zeros(3)  # loss x batch size, trajectories, non-finite losses
+        self._first_bad_batch = torch.zeros((), dtype=torch.long)  # 1-based; 0: none
         self._val_sums = torch.zeros(3 + config.latent_dim)
         self._val_moments = torch.zeros(LatentMoments.size(config.latent_dim))
         self.val_metrics: dict = {}
@@ -332,12 +360,34 @@ class MinrepModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         # Before Lightning counts the batches: each process takes its share of the data and
         # draws its own reparameterisation noise.
+        device = self.trainer.strategy.root_device
+        on_gpu = device.type == "cuda"
+        if on_gpu:
+            self.datasets[1].batch_size = max(self.datasets[1].batch_size, GPU_VALIDATION_BATCH)
         for dataset in self.datasets:
             dataset.shard(self.global_rank, self.trainer.world_size)
+            if on_gpu and dataset.data.nbytes <= GPU_RESIDENT_BYTES:
+                dataset.data = dataset.data.to(device)
         torch.manual_seed(self.seed * 1_000 + self.global_rank)
+        self.automatic_optimization = not self.uses_cuda_graph()
+
+    def uses_cuda_graph(self) -> bool:
+        """Whether the gradients come from a :class:`GradientGraph`: asked for, one CUDA
+        device, the ``"window"`` network (the ``"whole"`` one builds constants on the host
+        in its forward pass, which a capture cannot hold), and following the plan (not the
+        learning-rate finder, which drives the optimiser itself)."""
+        return (
+            self.cuda_graph
+            and self.trainer.strategy.root_device.type == "cuda"
+            and self.trainer.world_size == 1
+            and self.model.config.decoder == "window"
+            and self.follow_plan
+        )
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        # Fused on a GPU: one kernel for the whole update (the same arithmetic).
+        fused = self.device.type == "cuda" or None
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=fused)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int):
         epoch = self.current_epoch + batch_idx / self.trainer.num_training_batches
@@ -350,23 +400,52 @@ class MinrepModule(pl.LightningModule):
         decorrelation = position["decorrelation"] if self.follow_plan else 0.0
         # Prefixes (crop_min_steps) weigh each step as in a whole trajectory (VAE.loss).
         whole = self.datasets[0].data.shape[-1] - self.model.first_predicted_step
-        loss, _ = self.model.loss(batch, self.beta, decorrelation, reference_steps=whole)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"non-finite loss ({loss.item()}) at epoch {self.current_epoch + 1}, batch "
-                f"{batch_idx + 1} (beta {self.beta:.3g}, learning rate {position['lr']:.3g}); "
-                f"training stopped and the last good checkpoint is kept"
-            )
-        self._train_sums += torch.stack(
-            [loss.detach().cpu() * len(batch), torch.tensor(float(len(batch)))]
-        )
+        if self.automatic_optimization:
+            loss, _ = self.model.loss(batch, self.beta, decorrelation, reference_steps=whole)
+        else:
+            if self._gradients is None:
+                capture = batch.device.type == "cuda"
+                self._gradients = GradientGraph(self.model, batch, whole, capture=capture)
+            loss = self._gradients(batch, self.beta, decorrelation).clone()
+            self.optimizers().step()
+        self._account(loss.detach(), len(batch), batch_idx)
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("beta", self.beta, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
+    def _account(self, loss: torch.Tensor, n: int, batch_idx: int) -> None:
+        """Add a batch's loss to the epoch's sums. A non-finite loss stops training: at once
+        on a CPU; on a GPU, where the check would make every step wait for the device, at the
+        end of the epoch (:meth:`epoch_train_loss`), naming the first bad batch."""
+        finite = torch.isfinite(loss)
+        if self.check_every_step and not finite:
+            raise self._non_finite(batch_idx, loss.item())
+        if self._first_bad_batch.device != loss.device:
+            self._first_bad_batch = self._first_bad_batch.to(loss.device)
+        keep = finite | (self._first_bad_batch > 0)
+        self._first_bad_batch = torch.where(keep, self._first_bad_batch, batch_idx + 1)
+        self._train_sums += torch.stack(
+            [loss.float() * n, torch.ones_like(loss) * n, (~finite).float()]
+        )
+
+    @property
+    def check_every_step(self) -> bool:
+        return self.device.type != "cuda"
+
+    def _non_finite(self, batch_idx: int, value) -> TrainingError:
+        epoch = self.current_epoch + batch_idx / self.trainer.num_training_batches
+        position = self.plan.at(epoch)
+        beta, lr = (position["beta"], position["lr"]) if self.follow_plan else (self.beta, self.lr)
+        return TrainingError(
+            f"non-finite loss ({value}) at epoch {self.current_epoch + 1}, batch "
+            f"{batch_idx + 1} (beta {beta:.3g}, learning rate {lr:.3g}); "
+            f"training stopped and the last good checkpoint is kept"
+        )
+
     def on_train_epoch_start(self):
         self.datasets[0].epoch = self.current_epoch
-        self._train_sums.zero_()
+        self._train_sums = torch.zeros(3, device=self.device)
+        self._first_bad_batch = torch.zeros((), dtype=torch.long, device=self.device)
         self._train_loss_reduced = False
         self.branched_from = None
         earlier = self.plan.branch_start(self.current_epoch) if self.follow_plan else None
@@ -388,6 +467,14 @@ class MinrepModule(pl.LightningModule):
         before the module's own); reduced once per epoch."""
         if not self._train_loss_reduced:
             sums = self.trainer.strategy.reduce(self._train_sums.to(self.device), reduce_op="sum")
+            if sums[2] > 0:
+                bad = int(self._first_bad_batch)
+                if bad == 0:
+                    raise TrainingError(
+                        f"non-finite loss on another process in epoch {self.current_epoch + 1}"
+                        "; training stopped and the last good checkpoint is kept"
+                    )
+                raise self._non_finite(bad - 1, "nan or inf")
             self.train_loss = (sums[0] / sums[1]).item()
             self._train_loss_reduced = True
         return self.train_loss
@@ -1018,7 +1105,7 @@ def _build_module(run: _Run) -> MinrepModule:
         ),
         Batches(run.val_set, 1024, shuffle=False, pad=False),
     ]
-    module = MinrepModule(run.model_config, config.plan, datasets, config.seed)
+    module = MinrepModule(run.model_config, config.plan, datasets, config.seed, config.cuda_graph)
     if run.start is not None:
         module.model.load_state_dict(run.start.state_dict())
     if not run.resuming:

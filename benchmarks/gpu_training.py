@@ -1,0 +1,181 @@
+"""Every GPU measurement of training in one call (issue 13), as JSON.
+
+    python benchmarks/gpu_training.py -o gpu_training.json [--budget 500]
+
+On the `paper` FBM set of the seed study (data seed 101: 79,968 trajectories trained, 19,992
+validated, T = 399 displacements), in this order:
+
+1. ``step``: one training step at batch 256 (forward, loss, backward, fused Adam) of minrep's
+   network, eager and replayed from a CUDA graph (:mod:`minrep.cudagraph`), float32 and bf16
+   autocast; and the largest relative difference of the loss and gradients between the graph
+   and the eager pass from the same random numbers.
+2. ``epoch``: seconds per epoch through :func:`minrep.train.train` (validation, history and
+   checkpoint included; mean of epochs 2-3): eager float32 (the path before the graph), the
+   graph in float32 and in bf16-mixed.
+3. ``paper``: the whole `paper` preset (144 epochs, seed 1) in the faster setting, wall time
+   from the call to ``train`` to the exported model, final NLL and surviving latents.
+4. ``quick_32-true``, ``quick_bf16-mixed``: the precision check, the `quick` preset (seed 1)
+   in both settings, against the CPU's run of the same data and seed (seed study).
+
+Each part is written out as soon as it ends. A training that would overrun ``--budget``
+seconds (counted from the start) is cut with ``max_epochs`` and says so; its full time is
+then projected from its epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from minrep import datasets, train
+from minrep.cudagraph import GradientGraph
+from minrep.model import VAE, ModelConfig
+from minrep.schedule import PRESETS, Plan, Stage
+
+DATA_SEED, SEED = 101, 1  # the seed study's FBM seed 1 (docs/results/seed_study_quick.json)
+START = time.perf_counter()
+
+
+def step_seconds(model, batch, optimizer, graph: GradientGraph | None, steps=100) -> float:
+    def one():
+        if graph is None:
+            optimizer.zero_grad(set_to_none=False)
+            model.loss(batch, 1e-3)[0].backward()
+        else:
+            graph(batch, 1e-3, 0.0)
+        optimizer.step()
+
+    for _ in range(10):
+        one()
+    torch.cuda.synchronize()
+    began = time.perf_counter()
+    for _ in range(steps):
+        one()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - began) / steps
+
+
+def graph_against_eager(model, batch, autocast) -> float:
+    """Largest relative difference of loss and gradients, graph replay against an eager pass
+    drawing the same random numbers."""
+    graph = GradientGraph(model, batch, None)
+    torch.cuda.manual_seed(7)
+    with autocast:
+        replayed = [graph(batch, 1e-3, 0.0).clone()] + [p.grad.clone() for p in graph.params]
+    torch.cuda.manual_seed(7)
+    with autocast:
+        loss = model.loss(batch, 1e-3)[0]
+    eager = [loss.detach()] + list(torch.autograd.grad(loss, graph.params))
+    return max(
+        ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+        for a, b in zip(replayed, eager, strict=True)
+    )
+
+
+def measure_steps(data) -> dict:
+    batch = torch.as_tensor(data.displacements[:256]).cuda()
+    out = {}
+    for precision in ("32-true", "bf16-mixed"):
+        bf16 = precision == "bf16-mixed"
+        for graphed in (False, True):
+            torch.manual_seed(0)
+            model = VAE(ModelConfig()).cuda()
+            optimizer = torch.optim.Adam(model.parameters(), fused=True)
+            with torch.autocast("cuda", torch.bfloat16, enabled=bf16, cache_enabled=not graphed):
+                graph = GradientGraph(model, batch, None) if graphed else None
+                seconds = step_seconds(model, batch, optimizer, graph)
+            name = f"{'graph' if graphed else 'eager'}_{precision}"
+            out[name] = {"seconds_per_step": seconds, "trajectories_per_second": 256 / seconds}
+        model = VAE(ModelConfig()).cuda()
+        autocast = torch.autocast("cuda", torch.bfloat16, enabled=bf16, cache_enabled=False)
+        out[f"graph_vs_eager_relative_difference_{precision}"] = graph_against_eager(
+            model, batch, autocast
+        )
+    return out
+
+
+def run_training(data, plan_or_preset, budget: float, per_epoch_guess: float, **settings) -> dict:
+    """Train through minrep.train.train, cut to the epochs that fit the budget left."""
+    plan = PRESETS[plan_or_preset] if isinstance(plan_or_preset, str) else plan_or_preset
+    left = budget - (time.perf_counter() - START) - 10
+    fits = max(1, int(left / per_epoch_guess))
+    config = train.TrainConfig(plan=plan, seed=SEED, max_epochs=min(plan.epochs, fits), **settings)
+    with tempfile.TemporaryDirectory() as run:
+        began = time.perf_counter()
+        result = train.train(data, run, config, progress=False)
+        wall = time.perf_counter() - began
+    rows = result.history
+    per_epoch = (rows[-1]["elapsed_seconds"] - rows[0]["elapsed_seconds"]) / max(len(rows) - 1, 1)
+    last = rows[-1]
+    return {
+        "settings": settings,
+        "epochs": len(rows),
+        "plan_epochs": plan.epochs,
+        "cut": len(rows) < plan.epochs,
+        "wall_seconds": wall,
+        "seconds_per_epoch": per_epoch,
+        "projected_plan_seconds": wall + (plan.epochs - len(rows)) * per_epoch,
+        "val_nll": last["val_nll"],
+        "val_exact_nll": last["val_exact_nll"],
+        "surviving": last["surviving"],
+        "kl_per_latent": [last[f"kl_{i}"] for i in range(6)],
+        "effective_dimension": last["effective_dimension"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--budget", type=float, default=500.0, help="seconds for everything")
+    args = parser.parse_args()
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+
+    def done(part: str, measure) -> object:
+        """Run one part; a failure is recorded (with its traceback) and the next part runs."""
+        try:
+            report[part] = measure()
+        except Exception:  # noqa: BLE001 - one window of GPU time: keep every other part
+            report[part] = {"error": traceback.format_exc()}
+        report["elapsed_seconds"] = time.perf_counter() - START
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        print(part, json.dumps(report[part])[-1500:], flush=True)
+        return report[part]
+
+    train.keep_freed_memory()  # as `minrep train` does
+    data = datasets.make_dataset("fbm", "paper", seed=DATA_SEED)
+    done("data", lambda: {"trajectories": len(data), "checksum": float(data.displacements.sum())})
+    done("step", lambda: measure_steps(data))
+    three = Plan([Stage(3, 0.0)])
+    settings = {
+        "eager_32-true": {"cuda_graph": False},
+        "graph_32-true": {},
+        "graph_bf16-mixed": {"precision": "bf16-mixed"},
+    }
+    epochs = {
+        name: done(f"epoch_{name}", lambda s=s: run_training(data, three, args.budget, 10.0, **s))
+        for name, s in settings.items()
+    }
+    timed = {n: e["seconds_per_epoch"] for n, e in epochs.items() if "error" not in e}
+    fastest = min(timed, key=timed.get)
+    done(
+        "paper",
+        lambda: run_training(data, "paper", args.budget, timed[fastest], **settings[fastest]),
+    )
+    for precision in ("32-true", "bf16-mixed"):
+        name = f"graph_{precision}" if f"graph_{precision}" in timed else fastest
+        chosen = {**settings[name], "precision": precision}
+        done(
+            f"quick_{precision}",
+            lambda c=chosen, n=name: run_training(data, "quick", args.budget, timed[n], **c),
+        )
+    print(json.dumps({k: v for k, v in report.items() if k != "step"}, indent=1)[-3000:])
+
+
+if __name__ == "__main__":
+    main()
