@@ -58,40 +58,35 @@ class GradientGraph:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(WARMUP_STEPS):
-                self._set_grads_to_none()
-                self._loss(self.batch, self.beta, self.decorrelation).backward()
+                self._gradients(self.batch, self.beta, self.decorrelation)
         torch.cuda.current_stream().wait_stream(side)
-        # The backward pass in the capture then allocates the gradients in the graph's pool.
-        self._set_grads_to_none()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.loss = self._loss(self.batch, self.beta, self.decorrelation)
-            self.loss.backward()
+            self.loss, grads = self._gradients(self.batch, self.beta, self.decorrelation)
+        # The graph rewrites these tensors at each replay; the optimiser reads them.
+        for param, grad in zip(self.params, grads, strict=True):
+            param.grad = grad
 
     def __call__(self, batch: Tensor, beta: float, decorrelation: float) -> Tensor:
         if self.graph is None or batch.shape != self.batch.shape:
-            return self._eager(batch, beta, decorrelation)
+            loss, grads = self._gradients(batch, beta, decorrelation)
+            for param, grad in zip(self.params, grads, strict=True):
+                if param.grad is None:
+                    param.grad = grad
+                elif grad is not None:
+                    param.grad.copy_(grad)
+            return loss
         self.batch.copy_(batch)
         self.beta.fill_(beta)
         self.decorrelation.fill_(decorrelation)
         self.graph.replay()
         return self.loss
 
-    def _loss(self, batch: Tensor, beta, decorrelation) -> Tensor:
+    def _gradients(self, batch: Tensor, beta, decorrelation) -> tuple[Tensor, tuple]:
+        """Loss and gradients by ``torch.autograd.grad``: never through the parameters'
+        gradient accumulators, which keep the stream they were made on and, run outside
+        the capture, would leave the gradients those of the capture's batch (seen on an
+        H200: training went wrong while one replay matched the eager pass)."""
         with torch.autocast(**self.autocast) if self.autocast else nullcontext():
             loss, _ = self.model.loss(batch, beta, decorrelation, self.reference_steps)
-        return loss
-
-    def _eager(self, batch: Tensor, beta: float, decorrelation: float) -> Tensor:
-        loss = self._loss(batch, beta, decorrelation)
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-        for param, grad in zip(self.params, grads, strict=True):
-            if param.grad is None:
-                param.grad = grad
-            elif grad is not None:
-                param.grad.copy_(grad)
-        return loss.detach()
-
-    def _set_grads_to_none(self) -> None:
-        for param in self.params:
-            param.grad = None
+        return loss.detach(), torch.autograd.grad(loss, self.params, allow_unused=True)
