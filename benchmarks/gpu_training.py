@@ -3,8 +3,13 @@
     python benchmarks/gpu_training.py -o gpu_training.json [--budget 500]
 
 On the `paper` FBM set of the seed study (data seed 101: 79,968 trajectories trained, 19,992
-validated, T = 399 displacements), in this order:
+validated, T = 399 displacements), in this order (``--parts`` picks some):
 
+0. ``diagnose``: the CUDA graph trained worse than the eager pass through ``minrep train``
+   on an H200 (benchmarks/results/gpu_training_h200.json) while a few seeded steps of it
+   alone matched; one epoch by hand (no Lightning) eager, graph, eager again, and the
+   training loss and held-out NLL per epoch of 3 epochs through ``train``, graph and eager,
+   say which side the fault is on.
 1. ``step``: one training step at batch 256 (forward, loss, backward, fused Adam) of minrep's
    network, eager and replayed from a CUDA graph (:mod:`minrep.cudagraph`), float32 and bf16
    autocast; and the largest relative difference of the loss and gradients between the graph
@@ -122,6 +127,48 @@ def measure_steps(data) -> dict:
     return out
 
 
+def one_epoch_by_hand(data, graphed: bool) -> dict:
+    """The diagnosis of the graph without Lightning: one epoch of minrep's network at beta 0,
+    constant learning rate 1e-3, full batches of 256 of the training split in a seeded order,
+    Adam stepped by hand after an eager pass or a replay; then the held-out NLL (eager,
+    posterior means). Eager and graph should agree to the spread of two eager runs."""
+    train_rows, val_rows = train.split(len(data), 0.2, SEED)
+    x = torch.as_tensor(data.displacements).cuda()
+    train_set, val_set = x[torch.as_tensor(train_rows)], x[torch.as_tensor(val_rows)]
+    torch.manual_seed(0)
+    model = VAE(ModelConfig()).cuda()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0)).cuda()
+    graph, losses = None, []
+    for start in range(0, len(train_set) - 255, 256):
+        batch = train_set[order[start : start + 256]]
+        if graphed:
+            graph = graph or GradientGraph(model, batch, None)
+            loss = graph(batch, 0.0, 0.0).clone()
+        else:
+            optimizer.zero_grad()
+            loss = model.loss(batch, 0.0)[0]
+            loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    losses = torch.stack(losses)
+    with torch.no_grad():
+        nll = torch.cat([model(b, sample=False)["nll"] for b in val_set.split(8192)]).mean()
+    return {
+        "train_loss_first_50": losses[:50].mean().item(),
+        "train_loss_last_50": losses[-50:].mean().item(),
+        "val_nll": nll.item(),
+    }
+
+
+def history_of(data, **settings) -> list[dict]:
+    """Training loss and held-out NLL per epoch of 3 epochs at beta 0 through train()."""
+    config = train.TrainConfig(plan=Plan([Stage(3, 0.0)]), seed=SEED, **settings)
+    with tempfile.TemporaryDirectory() as run:
+        rows = train.train(data, run, config, progress=False).history
+    return [{k: r[k] for k in ("epoch", "train_loss", "val_nll", "lr")} for r in rows]
+
+
 def run_training(data, plan_or_preset, budget: float, per_epoch_guess: float, **settings) -> dict:
     """Train through minrep.train.train, cut to the epochs that fit the budget left."""
     plan = PRESETS[plan_or_preset] if isinstance(plan_or_preset, str) else plan_or_preset
@@ -156,7 +203,10 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--budget", type=float, default=500.0, help="seconds for everything")
     parser.add_argument(
-        "--parts", nargs="+", default=["step", "epoch", "paper", "quick"], help="which to run"
+        "--parts",
+        nargs="+",
+        default=["diagnose", "step", "epoch", "paper", "quick"],
+        help="which to run",
     )
     args = parser.parse_args()
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
@@ -175,6 +225,15 @@ def main() -> None:
     train.keep_freed_memory()  # as `minrep train` does
     data = datasets.make_dataset("fbm", "paper", seed=DATA_SEED)
     done("data", lambda: {"trajectories": len(data), "checksum": float(data.displacements.sum())})
+    if "diagnose" in args.parts:
+        for graphed in (False, True, False):
+            name = f"by_hand_{'graph' if graphed else 'eager'}"
+            done(
+                name if name not in report else name + "_again",
+                lambda g=graphed: one_epoch_by_hand(data, g),
+            )
+        done("history_graph", lambda: history_of(data))
+        done("history_eager", lambda: history_of(data, cuda_graph=False))
     if "step" in args.parts:
         done("step", lambda: measure_steps(data))
     if "epoch" not in args.parts:
