@@ -86,14 +86,17 @@ def naive_generate_whole(model, z, n_steps, noise):
     return series.numpy()
 
 
-@pytest.mark.parametrize("dim, scale_equivariant", [(1, True), (2, True), (2, False)])
-def test_whole_decoder_incremental_equals_forward(dim, scale_equivariant, monkeypatch):
+@pytest.mark.parametrize(
+    "dim, scale_equivariant, log_time", [(1, True, False), (2, True, False), (2, False, True)]
+)
+def test_whole_decoder_incremental_equals_forward(dim, scale_equivariant, log_time, monkeypatch):
     monkeypatch.setattr(generate, "CONDITION_CHUNK", 24)
     config = ModelConfig(
         dim=dim,
         decoder="whole",
         scale_equivariant=scale_equivariant,
         log_scale_mean=math.log(0.05),
+        log_time=log_time,
     )
     # Weights small enough that the network is not chaotic: float rounding, which differs
     # between the FFT memories and the recursion, would grow along the series.

@@ -124,6 +124,19 @@ def test_time_features_are_the_weight_the_observed_past_fills():
     assert features.max() <= 1 and features[0, -1] > 0.999 and features[1, -1] < 0.95
 
 
+def test_log_time_feature_is_log_one_plus_t_held_at_the_horizon():
+    config = ModelConfig(decoder="whole", log_time=True, time_horizon=100)
+    code = VAE(config).latent_code
+    times = torch.arange(-3, 300)
+    condition = code(torch.zeros(1, config.latent_dim), times)
+    assert condition.features.shape == (len(config.memory_timescales) + 1, len(times))
+    expected = torch.log1p(times.clamp(0, 100).double()) / math.log(1025.0)
+    torch.testing.assert_close(condition.features[-1].double(), expected, rtol=0, atol=1e-6)
+    assert config.condition_channels == config.upsample_channels + len(config.memory_timescales) + 1
+    with pytest.raises(ValueError, match="log_time is a time feature of the 'whole' decoder"):
+        ModelConfig(log_time=True)
+
+
 def test_whole_decoder_predicts_every_step_causally():
     """The law of displacement t depends on displacements before t only, all of them (through
     the memories, far beyond the receptive field), and the first on the latent alone."""

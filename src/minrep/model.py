@@ -121,6 +121,7 @@ class ModelConfig:
     memory_timescales: tuple[float, ...] = (4, 8, 16, 32, 64, 128, 256, 512, 1024)  # "whole"
     memory_hidden: int = 32  # "whole": hidden units of the memory weights w_k(z, t)
     time_horizon: int = 0  # "whole": later times are conditioned as this one (0: none)
+    log_time: bool = False  # "whole": log(1 + t) among the time features (see LatentCode)
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
@@ -138,6 +139,8 @@ class ModelConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.log_time and self.decoder != "whole":
+            raise ValueError("ModelConfig.log_time is a time feature of the 'whole' decoder")
         if self.decoder == "whole" and self.n_mixtures != 1:
             raise ValueError("ModelConfig.decoder 'whole' predicts one Gaussian: n_mixtures = 1")
         if any(not tau > 0 for tau in self.memory_timescales):
@@ -184,7 +187,7 @@ class ModelConfig:
         """Channels of the decoder's conditioning: the upsampled latent (``"window"``), or the
         latent's code and one time feature per memory (``"whole"``)."""
         if self.decoder == "whole":
-            return self.upsample_channels + len(self.memory_timescales)
+            return self.upsample_channels + len(self.memory_timescales) + int(self.log_time)
         return self.latent_dim
 
     @property
@@ -381,22 +384,34 @@ def pointwise(conv: nn.Conv1d, condition: Tensor | TimeCondition, n: int) -> Ten
     return out if conv.bias is None else out + conv.bias[:, None]
 
 
+LOG_TIME_SCALE = math.log(1025.0)
+"""``log_time``'s feature is ``log(1 + t) / LOG_TIME_SCALE``: about 1 at the longest memory."""
+
+
 class LatentCode(nn.Module):
     """The ``"whole"`` decoder's conditioning: latent (batch, latent_dim) and displacement
     indices (n,) -> a :class:`TimeCondition`: the latent's code (an MLP, (batch,
-    upsample_channels)) and :func:`time_features` (K, n)."""
+    upsample_channels)) and :func:`time_features` (K, n), with ``log_time`` one more row,
+    ``log(1 + t)`` (0 before the start): a process without a time scale changes as a power
+    of t (SBM's diffusivity, ``t^(alpha - 1)``), which is linear in log t, and the first
+    steps, where it changes fastest, are far apart in it."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.timescales = config.memory_timescales
         self.horizon = config.time_horizon
+        self.log_time = config.log_time
         sizes = [config.latent_dim, *config.decoder_hidden, config.upsample_channels]
         self.mlp = mlp(sizes, final_relu=True)
 
     def forward(self, z: Tensor, times: Tensor) -> TimeCondition:
         if self.horizon:  # beyond the training length the network has seen no time
             times = times.clamp_max(self.horizon)
-        return TimeCondition(self.mlp(z), time_features(times, self.timescales).to(z))
+        features = time_features(times, self.timescales)
+        if self.log_time:
+            log_time = torch.log1p(times.to(torch.float64).clamp_min(0)) / LOG_TIME_SCALE
+            features = torch.cat([features, log_time[None].to(features)])
+        return TimeCondition(self.mlp(z), features.to(z))
 
 
 class MemoryWeights(nn.Module):
