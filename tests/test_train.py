@@ -623,7 +623,9 @@ def test_the_gradient_graphs_manual_optimisation_trains_as_lightnings_own(
 ):
     """The GPU's path (GradientGraph, the module stepping Adam) run eagerly on the CPU gives
     the weights of Lightning's automatic optimisation: the same plan (learning rate, momentum,
-    beta, decorrelation, a branch that resets Adam), random numbers and last smaller batch."""
+    beta, decorrelation, a branch that resets Adam), random numbers and last smaller batch,
+    and the gradients survive Lightning's zero_grad before each validation (which, unseen,
+    had left Adam with nothing to step after the first epoch on a GPU)."""
     plan = Plan([Stage(1, 0.0), Stage(1, 1e-3, decorrelation=0.1), Stage(1, 1e-3, start_from=1)])
     results = {}
     for graph in (False, True):

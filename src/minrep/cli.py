@@ -540,8 +540,8 @@ CudaGraph = Annotated[
     bool,
     typer.Option(
         help="experimental: on one GPU, replay the window network's forward and backward pass "
-        "from a CUDA graph (2x the epochs per second on an H200, but it trained worse there: "
-        "not for results)"
+        "from a CUDA graph (2x the epochs per second on an H200; not yet checked on a GPU "
+        "since a fix)"
     ),
 ]
 Precision = Annotated[

@@ -155,9 +155,9 @@ class TrainConfig:
     On a GPU the data stay on the device and validation runs in batches of
     :data:`GPU_VALIDATION_BATCH`. ``cuda_graph`` (experimental, off): on one CUDA device,
     replay the forward and backward pass of the ``"window"`` network from a CUDA graph
-    (:mod:`minrep.cudagraph`): twice the epochs per second on an H200, but it trained worse
-    than the eager pass there (held-out NLL -2.326 against -2.366 after 3 epochs), cause not
-    yet found; not for results."""
+    (:mod:`minrep.cudagraph`): twice the epochs per second on an H200; its first version
+    trained worse there (a bug since fixed, see the module), the fix not yet measured on a
+    GPU."""
 
     preset: str | None = "quick"
     plan: Plan | None = None
