@@ -36,9 +36,9 @@ class GradientGraph:
     Calling it with a batch, beta and the decorrelation weight returns the loss (a tensor the
     next call overwrites) and points the parameters' ``.grad`` at the gradients, tensors that
     belong to the graph. A batch of another shape (the last, smaller batch of an epoch; a
-    cropped prefix) runs eagerly and its gradients are copied into the same tensors. Without ``capture`` (a CPU) every batch runs eagerly. Under autocast
-    (``bf16-mixed``) the capture keeps the caller's autocast without its weight cache, which a
-    graph cannot hold."""
+    cropped prefix) runs eagerly and its gradients are copied into the same tensors. Without
+    ``capture`` (a CPU) every batch runs eagerly. Under autocast (``bf16-mixed``) the capture
+    keeps the caller's autocast without its weight cache, which a graph cannot hold."""
 
     def __init__(
         self, model: VAE, example: Tensor, reference_steps: int | None, capture: bool = True
