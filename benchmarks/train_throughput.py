@@ -16,16 +16,13 @@ PyTorch loop would run it) are reported, since this machine is shared and noisy:
 - ``minrep_whole``: ``minrep`` with the whole-trajectory decoder (every step, memories of the
   whole past; ``docs/whole-decoder.md``), whole trajectories;
 - ``minrep_bf16``: ``minrep`` with the forward pass under bfloat16 autocast, as ``minrep train
-  --precision bf16-mixed`` (the head's last layer, likelihood and KL in float32);
-- ``minrep_ddp_bf16``: both, as ``minrep train --devices 2 --batch-size 128 --precision
-  bf16-mixed``.
+  --precision bf16-mixed`` (the head's last layer, likelihood and KL in float32).
 
 The epoch figures run ``minrep train`` for 3 epochs on 25,200 trajectories (80 % trained, with
 validation, history and checkpoints), alone and with ``--devices 2 --batch-size 128``, and
 divide the training trajectories by the mean time of epochs 2 and 3; once more with
 ``--decoder whole`` (which trains on prefixes of random length), reported as its epoch time
-over the window decoder's (issue 10: at most 1.5); once more with ``--precision bf16-mixed``,
-alone and with ``--devices 2 --batch-size 128``.
+over the window decoder's (issue 10: at most 1.5); once more with ``--precision bf16-mixed``.
 Each epoch figure is also given as a ratio to the paper's network run as a plain PyTorch loop
 over the same counts (float32, 2 threads, a fresh process; issue 13: at least 2.0x in the fast
 setting). For scale: the paper's implementation reaches about 1,700 trajectories/s per step
@@ -62,7 +59,6 @@ CONFIGURATIONS = (
     "minrep_ddp",
     "minrep_whole",
     "minrep_bf16",
-    "minrep_ddp_bf16",
 )
 
 
@@ -109,7 +105,7 @@ def time_steps(module: torch.nn.Module, x: torch.Tensor, steps: int, warmup: int
     return statistics.median(times)
 
 
-def ddp_worker(rank: int, steps: int, port: int, out: str, bf16: bool) -> None:
+def ddp_worker(rank: int, steps: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     train.keep_freed_memory()
     torch.distributed.init_process_group(
@@ -118,7 +114,7 @@ def ddp_worker(rank: int, steps: int, port: int, out: str, bf16: bool) -> None:
     batch = batch_of_trajectories()
     torch.manual_seed(0)
     model = VAE(model_config("minrep", batch))
-    module = torch.nn.parallel.DistributedDataParallel(LossModule(model, bf16))
+    module = torch.nn.parallel.DistributedDataParallel(LossModule(model))
     half = batch[rank * BATCH // 2 : (rank + 1) * BATCH // 2]
     seconds = time_steps(module, half, steps)
     if rank == 0:
@@ -128,12 +124,11 @@ def ddp_worker(rank: int, steps: int, port: int, out: str, bf16: bool) -> None:
 
 def worker(name: str, steps: int, out: str) -> None:
     """One configuration, in this fresh process; writes its median step time to ``out``."""
-    if name in ("minrep_ddp", "minrep_ddp_bf16"):
+    if name == "minrep_ddp":
         with socket.socket() as probe:  # a free port for the process group
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        bf16 = name == "minrep_ddp_bf16"
-        torch.multiprocessing.spawn(ddp_worker, args=(steps, port, out, bf16), nprocs=2)
+        torch.multiprocessing.spawn(ddp_worker, args=(steps, port, out), nprocs=2)
         return
     torch.set_num_threads(2)
     if name in ("minrep", "minrep_whole", "minrep_bf16"):
@@ -250,11 +245,6 @@ def main() -> None:
             ),
             "whole_decoder": epoch_throughput(path, ["--decoder", "whole"]),
             "bf16_mixed": epoch_throughput(path, ["--precision", "bf16-mixed"]),
-            "ddp_bf16_mixed": epoch_throughput(
-                path,
-                ["--devices", "2", "--accelerator", "cpu", "--batch-size", "128"]
-                + ["--precision", "bf16-mixed"],
-            ),
         }
         whole, window = epochs["whole_decoder"], epochs["one_process"]
         whole["epoch_time_over_window_decoder"] = (
