@@ -37,6 +37,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from gpu_throughput import timed
 
 from minrep import datasets, train
 from minrep.cudagraph import GradientGraph
@@ -56,14 +57,9 @@ def step_seconds(model, batch, optimizer, graph: GradientGraph | None, steps=100
             graph(batch, 1e-3, 0.0)
         optimizer.step()
 
-    for _ in range(10):
+    for _ in range(9):  # timed() runs one more before timing
         one()
-    torch.cuda.synchronize()
-    began = time.perf_counter()
-    for _ in range(steps):
-        one()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - began) / steps
+    return timed(one, steps)
 
 
 def graph_against_eager(batches, precision: str, steps: int = 6) -> dict:
