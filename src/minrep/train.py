@@ -420,12 +420,12 @@ class MinrepModule(pl.LightningModule):
         on a CPU; on a GPU, where the check would make every step wait for the device, at the
         end of the epoch (:meth:`epoch_train_loss`), naming the first bad batch."""
         finite = torch.isfinite(loss)
-        if self.check_every_step and not finite:
-            raise self._non_finite(batch_idx, loss.item())
-        if self._first_bad_batch.device != loss.device:
-            self._first_bad_batch = self._first_bad_batch.to(loss.device)
-        keep = finite | (self._first_bad_batch > 0)
-        self._first_bad_batch = torch.where(keep, self._first_bad_batch, batch_idx + 1)
+        if self.check_every_step:
+            if not finite:
+                raise self._non_finite(batch_idx, loss.item())
+        else:  # on the device, without waiting for it
+            keep = finite | (self._first_bad_batch > 0)
+            self._first_bad_batch = torch.where(keep, self._first_bad_batch, batch_idx + 1)
         self._train_sums += torch.stack(
             [loss.float() * n, torch.ones_like(loss) * n, (~finite).float()]
         )
