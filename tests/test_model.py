@@ -5,16 +5,20 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from minrep.model import (
+    FRACTIONAL_ORDER_MAX,
+    FRACTIONAL_TIMESCALES,
     VAE,
     ModelConfig,
     Prediction,
     exponential_memories,
+    fractional_coefficients,
     invariant_features,
     latent_covariance,
     time_features,
@@ -91,13 +95,59 @@ def test_length_independent_and_minimum_length():
         model(torch.randn(3, 1, 50))
 
 
-def whole_model(dim: int = 1) -> VAE:
+def whole_model(dim: int = 1, memory: str = "free") -> VAE:
     """A "whole"-decoder model in float64 with every output weight non-zero (the memory
-    weights and, when scale-equivariant, the head start at zero)."""
-    model = VAE(ModelConfig(dim=dim, decoder="whole", scale_equivariant=True)).double()
+    weights or the fractional order and, when scale-equivariant, the head start at zero)."""
+    timescales = {"memory_timescales": FRACTIONAL_TIMESCALES} if memory == "fractional" else {}
+    config = ModelConfig(
+        dim=dim, decoder="whole", scale_equivariant=True, memory=memory, **timescales
+    )
+    model = VAE(config).double()
     nn.init.normal_(model.decoder.head_out.weight, std=0.1)
-    nn.init.normal_(model.memory_weights.out.weight, std=0.3)
+    if memory == "fractional":
+        nn.init.normal_(model.order_head.weight, std=0.3)
+    else:
+        nn.init.normal_(model.memory_weights.out.weight, std=0.3)
     return model
+
+
+def test_fractional_coefficients_invert_each_other():
+    """``(1 - B)^d (1 - B)^-d = 1``: the series of d and -d convolve to a unit impulse; the
+    first terms are the binomial series ``-d, -d (1 - d) / 2``."""
+    d = torch.tensor([-0.45, -0.2, 0.0, 0.3, 0.49], dtype=torch.float64)
+    pi = F.pad(fractional_coefficients(d, 200), (1, 0), value=1.0)
+    inverse = F.pad(fractional_coefficients(-d, 200), (1, 0), value=1.0)
+    impulse = np.zeros(201)
+    impulse[0] = 1
+    for a, b in zip(pi.numpy(), inverse.numpy(), strict=True):
+        np.testing.assert_allclose(np.convolve(a, b)[:201], impulse, atol=1e-12)
+    torch.testing.assert_close(pi[:, 1], -d)
+    torch.testing.assert_close(pi[:, 2], -d * (1 - d) / 2)
+
+
+@pytest.mark.parametrize("d", [-0.45, -0.2, 0.25, 0.45])
+def test_fractional_memory_is_the_fractional_difference_over_the_whole_past(d):
+    """``VAE.fractional_memory`` is ``sum_(j >= 1) pi_j x_(t-j)`` over every earlier step: exact
+    up to the receptive field, the tail from the delayed memories within the table's fit (a
+    few % of each coefficient, far less of the sum over a random past)."""
+    model = whole_model(memory="fractional")
+    with torch.no_grad():  # the order d for every latent
+        model.order_head.weight.zero_()
+        model.order_head.bias.fill_(math.atanh(d / FRACTIONAL_ORDER_MAX))
+    x = torch.randn(2, 1, 3000, dtype=torch.float64)
+    z = torch.randn(2, 6, dtype=torch.float64)
+    memory = model.fractional_memory(x, z)[:, 0].double()
+    pi = fractional_coefficients(torch.tensor([d], dtype=torch.float64), 3000)[0]
+    exact = torch.stack([(x[:, 0, :t].flip(1) * pi[:t]).sum(1) for t in range(3000)], dim=1)
+    rf = model.receptive_field
+    torch.testing.assert_close(memory[:, : rf + 1], exact[:, : rf + 1], rtol=0, atol=1e-6)
+    tail = exact - torch.stack(
+        [(x[:, 0, max(t - rf, 0) : t].flip(1) * pi[: min(t, rf)]).sum(1) for t in range(3000)], 1
+    )
+    error = (memory - exact)[:, rf + 1 :]
+    # Measured: at most 0.13 % of the tail's largest value, 0.10 % of its RMS (d = -0.2).
+    assert error.abs().max() < 0.005 * tail[:, rf + 1 :].abs().max()
+    assert error.pow(2).mean().sqrt() < 0.003 * tail[:, rf + 1 :].pow(2).mean().sqrt()
 
 
 def test_exponential_memories_equal_the_recursion():
@@ -137,10 +187,11 @@ def test_log_time_feature_is_log_one_plus_t_held_at_the_horizon():
         ModelConfig(log_time=True)
 
 
-def test_whole_decoder_predicts_every_step_causally():
+@pytest.mark.parametrize("memory", ["free", "fractional"])
+def test_whole_decoder_predicts_every_step_causally(memory):
     """The law of displacement t depends on displacements before t only, all of them (through
     the memories, far beyond the receptive field), and the first on the latent alone."""
-    model = whole_model()
+    model = whole_model(memory=memory)
     assert model.config.first_predicted_step == 0 and model.config.min_steps == 9
     x = torch.randn(1, 1, 400, dtype=torch.float64)
     z = torch.randn(1, 6, dtype=torch.float64)
@@ -158,10 +209,11 @@ def test_whole_decoder_predicts_every_step_causally():
     torch.testing.assert_close(empty.mean[..., 0], base.mean[..., 0])
 
 
-def test_whole_decoder_law_does_not_depend_on_the_length():
+@pytest.mark.parametrize("memory", ["free", "fractional"])
+def test_whole_decoder_law_does_not_depend_on_the_length(memory):
     """The law of the first n displacements is the same in a trajectory of any length: the
     conditioning depends on the latent and the time, not on L (unlike the paper's upsampler)."""
-    model = whole_model(dim=2)
+    model = whole_model(dim=2, memory=memory)
     x = torch.randn(3, 2, 600, dtype=torch.float64)
     z = torch.randn(3, 6, dtype=torch.float64)
     full = model.predict(x, z)
@@ -175,11 +227,11 @@ def test_whole_decoder_law_does_not_depend_on_the_length():
         model(x[..., :8])
 
 
-@pytest.mark.parametrize("dim", [1, 2, 3])
-def test_whole_decoder_law_is_symmetric_by_construction(dim):
+@pytest.mark.parametrize("dim, memory", [(1, "free"), (2, "free"), (3, "free"), (2, "fractional")])
+def test_whole_decoder_law_is_symmetric_by_construction(dim, memory):
     """Mirrored (x -> -x) or, in 2D and 3D, rotated and reflected, the past gives the mirrored
     or rotated law: every weight and bias random, so this holds by construction."""
-    model = whole_model(dim)
+    model = whole_model(dim, memory)
     for parameter in model.decoder.parameters():
         nn.init.normal_(parameter, std=0.3)
     x = torch.randn(3, dim, 80, dtype=torch.float64)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minrep import MinrepError, io
-from minrep.model import RESIDUAL_SCALE, VAE, memory_decays
+from minrep.model import RESIDUAL_SCALE, VAE, fractional_coefficients, memory_decays
 from minrep.progress import bar
 
 CONDITION_CHUNK = 256  # time steps of block conditioning held at once
@@ -176,6 +176,15 @@ class FastDecoder:
             decay = memory_decays(c.memory_timescales).to(memories)
             scaled = torch.zeros_like(series)
             direction = torch.zeros(batch, c.dim, device=self.device)
+            fractional = c.memory == "fractional"
+            if fractional:
+                # The short-memory series y = x + sum_j pi_j x_(t-j) (VAE.fractional_memory),
+                # whose last rf values the mean's coefficients multiply; the memories are
+                # delayed by rf steps and weighted by the tail weights of d.
+                order = self.model.fractional_order(z)
+                recent = fractional_coefficients(order, rf).flip(1).T.contiguous()
+                tail_weights = self.model.fractional_tail_weights(order)[:, None]
+                short = torch.zeros_like(series)
         for step in bar(range(total - 1), desc="generate", enabled=progress, unit="step"):
             now = step + 1  # the time whose displacement this step predicts
             if step == 0 or now % CONDITION_CHUNK == 0:
@@ -183,7 +192,8 @@ class FastDecoder:
                 if whole:
                     times = torch.arange(chunk_start, chunk_start + CONDITION_CHUNK) - rf
                     condition = self.model.condition_at(z, times.to(self.device))
-                    weights = self.model.memory_weights(condition).permute(3, 0, 1, 2)
+                    if not fractional:
+                        weights = self.model.memory_weights(condition).permute(3, 0, 1, 2)
                     part = condition.dense().permute(2, 0, 1)
                 else:
                     part = condition_by_time[chunk_start : chunk_start + CONDITION_CHUNK]
@@ -202,7 +212,12 @@ class FastDecoder:
             hidden = torch.addmm(self.b_hidden, F.relu(skips), self.w_hidden)
             out = torch.addmm(self.b_out, F.relu(hidden), self.w_out)[..., None]
             t = now - rf
-            if whole:
+            if whole and fractional:
+                past = (scaled[now - rf : now] * recent[..., None]).sum(0)
+                memory = past + (tail_weights * memories).sum(dim=2)
+                windows = short[now - rf : now].permute(1, 2, 0)[:, :, None]
+                law = self.model.whole_law(out, windows, -memory[..., None], log_scale)
+            elif whole:
                 memory_mean = (weights[now - chunk_start] * memories).sum(dim=2)[..., None]
                 windows = scaled[now - rf : now].permute(1, 2, 0)[:, :, None]
                 law = self.model.whole_law(out, windows, memory_mean, log_scale)
@@ -212,7 +227,12 @@ class FastDecoder:
             series[now] = law.sample(step_noise["normal"][t][..., None], uniform)[..., 0]
             if whole:
                 scaled[now] = series[now] if inv_scale is None else series[now] * inv_scale
-                memories = torch.addcmul(memories * decay, 1 - decay, scaled[now][..., None])
+                if fractional:
+                    short[now] = scaled[now] + memory
+                    newest = scaled[now - rf]  # zeros before the start
+                else:
+                    newest = scaled[now]
+                memories = torch.addcmul(memories * decay, 1 - decay, newest[..., None])
         return series[rf:].permute(1, 2, 0)
 
 
