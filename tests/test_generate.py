@@ -87,17 +87,17 @@ def naive_generate_whole(model, z, n_steps, noise):
 
 
 @pytest.mark.parametrize(
-    "dim, scale_equivariant, log_time, memory",
+    "dim, scale_equivariant, log_time, memory, ageing",
     [
-        (1, True, False, "free"),
-        (2, True, False, "free"),
-        (2, False, True, "free"),
-        (1, True, False, "fractional"),
-        (2, False, False, "fractional"),
+        (1, True, False, "free", False),
+        (2, True, False, "free", False),
+        (2, False, True, "free", True),
+        (1, True, False, "fractional", True),
+        (2, False, False, "fractional", False),
     ],
 )
 def test_whole_decoder_incremental_equals_forward(
-    dim, scale_equivariant, log_time, memory, monkeypatch
+    dim, scale_equivariant, log_time, memory, ageing, monkeypatch
 ):
     monkeypatch.setattr(generate, "CONDITION_CHUNK", 24)
     config = ModelConfig(
@@ -107,6 +107,7 @@ def test_whole_decoder_incremental_equals_forward(
         log_scale_mean=math.log(0.05),
         log_time=log_time,
         memory=memory,
+        ageing=ageing,
         **({"memory_timescales": FRACTIONAL_TIMESCALES} if memory == "fractional" else {}),
     )
     # Weights small enough that the network is not chaotic: float rounding, which differs

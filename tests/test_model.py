@@ -17,6 +17,7 @@ from minrep.model import (
     VAE,
     ModelConfig,
     Prediction,
+    ageing_log_scale,
     exponential_memories,
     fractional_coefficients,
     invariant_features,
@@ -254,6 +255,34 @@ def test_invariant_features():
     torch.testing.assert_close(
         invariant_features(x1)[0], torch.tensor([[0.5, 2.0, 1.0, 3.0], [0.0, -2.0, 1.0, -3.0]])
     )
+
+
+def test_ageing_log_scale_is_half_the_log_of_the_sbm_increment():
+    a = torch.tensor([0.05, 0.5, 1.0, 1.7, 4.0], dtype=torch.float64, requires_grad=True)
+    t = torch.arange(0, 5000)
+    term = ageing_log_scale(a, t)
+    naive = 0.5 * torch.log((t + 1.0) ** a[:, None] - t.double() ** a[:, None])
+    torch.testing.assert_close(term, naive, rtol=1e-9, atol=1e-12)
+    assert term[2].abs().max() < 1e-12  # a = 1: no ageing (to rounding)
+    term.sum().backward()
+    assert torch.isfinite(a.grad).all()
+
+
+def test_ageing_gives_the_exact_law_of_sbm():
+    """With its head at zero (no memory, one sigma), the scale from the latent at sqrt(2 D)
+    and the ageing exponent at alpha, the "whole" decoder is SBM: its NLL is the exact one."""
+    from minrep import processes
+
+    config = ModelConfig(decoder="whole", scale_equivariant=True, ageing=True)
+    model = VAE(config).double()
+    alpha, D = 0.4, 3e-3
+    with torch.no_grad():
+        model.scale_head.bias.fill_(0.5 * math.log(2 * D))
+        model.ageing_head.bias.fill_(math.log(alpha))
+    x = processes.simulate("sbm", alpha, D, n_steps=300, n=4, seed=1, dtype=np.float64)
+    nll = model(torch.as_tensor(x), sample=False)["nll"]
+    exact = processes.exact_nll(x, "sbm", alpha, D, start=0)
+    np.testing.assert_allclose(nll.detach().numpy(), exact, rtol=1e-10)
 
 
 def test_whole_decoder_conditions_times_after_its_horizon_as_the_horizon():

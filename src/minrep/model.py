@@ -20,6 +20,9 @@ Shapes: trajectories are displacements ``(batch, dim, L)``. Two decoders, chosen
   generated with cost per displacement independent of its length. Times after
   ``time_horizon`` (the training length, set by :func:`minrep.train.train`) are conditioned as
   that one: the network never saw later features, and a stationary process stays stationary.
+  ``memory="fractional"`` (experimental) replaces the free weights w_k by fractional
+  differencing of an order d(z): the WaveNet gives the law of ``y = (1 - B)^d x``, a series of
+  short memory, and the whole past's memory has one parameter (:meth:`VAE.fractional_memory`).
 
   Its law is symmetric by construction, as that of every process here: the WaveNet reads only
   :func:`invariant_features` of the past (each step's length and its component along the
@@ -125,6 +128,7 @@ class ModelConfig:
     time_horizon: int = 0  # "whole": later times are conditioned as this one (0: none)
     log_time: bool = False  # "whole": log(1 + t) among the time features (see LatentCode)
     memory: str = "free"  # "whole": "free" weights w_k(z, t), or "fractional" (see VAE)
+    ageing: bool = False  # "whole": step t's scale times sqrt((t+1)^a - t^a), a(z) (see VAE)
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
@@ -144,8 +148,8 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.log_time and self.decoder != "whole":
             raise ValueError("ModelConfig.log_time is a time feature of the 'whole' decoder")
-        if self.memory != "free" and self.decoder != "whole":
-            raise ValueError("ModelConfig.memory is the long memory of the 'whole' decoder")
+        if self.decoder != "whole" and (self.memory != "free" or self.ageing):
+            raise ValueError("ModelConfig.memory and ageing belong to the 'whole' decoder")
         if self.decoder == "whole" and self.n_mixtures != 1:
             raise ValueError("ModelConfig.decoder 'whole' predicts one Gaussian: n_mixtures = 1")
         if any(not tau > 0 for tau in self.memory_timescales):
@@ -386,6 +390,19 @@ def fractional_tail_table(timescales: tuple[float, ...], offset: int) -> Tensor:
     return torch.tensor(np.array(rows))
 
 
+def ageing_log_scale(exponent: Tensor, times: Tensor) -> Tensor:
+    """``log sqrt((t+1)^a - t^a)`` for exponents a (batch,) and steps t >= 0 (n,) -> (batch,
+    n): the log standard deviation of step t of a process whose MSD grows as t^a (SBM),
+    relative to the first step; 0 for a = 1 (to rounding). Computed as ``a log(t+1) + log(1 -
+    (t/(t+1))^a)``, exact for large t and small a, with a finite gradient at t = 0."""
+    t = times.to(exponent.dtype)[None, :]
+    a = exponent[:, None]
+    later = t > 0
+    ratio = torch.where(later, t / (t + 1), 0.5)  # any value in (0, 1) where t = 0
+    log_increment = a * torch.log1p(t) + torch.log(-torch.expm1(a * torch.log(ratio)))
+    return 0.5 * torch.where(later, log_increment, 0.0)
+
+
 def invariant_features(x: Tensor) -> Tensor:
     """What the ``"whole"`` decoder's WaveNet reads of displacements (batch, dim, L): each
     step's length |x_s| and its component along the previous step, x_s . x_(s-1) / |x_(s-1)|
@@ -617,6 +634,8 @@ class VAE(nn.Module):
         self.encoder = Encoder(self.config)
         if self.config.decoder == "whole":
             self.latent_code = LatentCode(self.config)
+            if self.config.ageing:
+                self.ageing_head = nn.Linear(self.config.latent_dim, 1)
             if self.config.memory == "fractional":
                 self.order_head = nn.Linear(self.config.latent_dim, 1)
                 table = fractional_tail_table(self.config.memory_timescales, self.receptive_field)
@@ -654,6 +673,8 @@ class VAE(nn.Module):
         latent = self.encoder.latent
         with torch.no_grad():
             latent.weight[self.config.latent_dim :] = 0.0
+        if self.config.ageing:
+            nn.init.zeros_(self.ageing_head.weight)
         if self.config.memory == "fractional":
             nn.init.zeros_(self.order_head.weight)
         elif self.config.decoder == "whole":
@@ -709,17 +730,38 @@ class VAE(nn.Module):
         return self._rescaled(out[:, :, :k], out[:, :, k : 2 * k], log_weight, log_scale)
 
     def whole_law(
-        self, head_output: Tensor, windows: Tensor, memory_mean: Tensor, log_scale: Tensor | None
+        self,
+        head_output: Tensor,
+        windows: Tensor,
+        memory_mean: Tensor,
+        log_scale: Tensor | None,
+        ageing: Tensor | None = None,
     ) -> Prediction:
         """The ``"whole"`` WaveNet's head output (batch, 1 + rf, n): log sigma, then the
         coefficients of the rf displacements before each predicted one, ``windows`` (batch,
         dim, n, rf), oldest first; and the memories' part of the mean (batch, dim, n); all in
-        the decoder's units -> law of n displacements in displacement units."""
+        the decoder's units; ``ageing`` (batch, n) added to log sigma (:meth:`ageing_of`) ->
+        law of n displacements in displacement units."""
         with full_precision(head_output):
             linear = torch.einsum("bdnj,bjn->bdn", windows, head_output[:, 1:])
-        mean = linear + memory_mean
-        log_sigma = head_output[:, :1].expand_as(mean)
+            mean = linear + memory_mean
+            log_sigma = head_output[:, :1].expand_as(mean)
+            if ageing is not None:
+                log_sigma = log_sigma + ageing[:, None]
         return self._rescaled(mean[:, :, None], log_sigma[:, :, None], None, log_scale)
+
+    def ageing_of(self, z: Tensor, times: Tensor) -> Tensor | None:
+        """``ageing``: the log scale of steps ``times`` (n,) relative to the first,
+        :func:`ageing_log_scale` of the exponent ``a = exp(h(z))`` (1 at initialisation),
+        (batch, n); None without it. SBM's steps have variance ``2 D ((t+1)^alpha -
+        t^alpha)``: its law at every time, the first steps and those after the training
+        length included, then needs one number from the latent, not a fit of the time
+        features."""
+        if not self.config.ageing:
+            return None
+        with full_precision(z):
+            exponent = torch.exp(self.ageing_head(z)[:, 0].clamp(-4.0, 1.5))
+            return ageing_log_scale(exponent, times.to(z.device))
 
     def _rescaled(self, mean, log_sigma, log_weight, log_scale) -> Prediction:
         """Undo the decoder's scale; tensors (batch, dim, K, n)."""
@@ -756,12 +798,14 @@ class VAE(nn.Module):
         past = F.pad(torch.cat([invariant_features(x), observed], dim=1)[..., :-1], (rf, 0))
         condition = self.condition_at(z, torch.arange(1 - rf, length))
         head = self.decoder(past, condition)
+        ageing = self.ageing_of(z, torch.arange(length))
         if self.config.memory == "fractional":
             fractional = self.fractional_memory(x, z)
-            return self.whole_law(head, past_windows(x + fractional, rf), -fractional, log_scale)
+            windows = past_windows(x + fractional, rf)
+            return self.whole_law(head, windows, -fractional, log_scale, ageing)
         memories = exponential_memories(x, self.config.memory_timescales)
         memory_mean = (self.memory_weights(condition.last(length)) * memories).sum(dim=2)
-        return self.whole_law(head, past_windows(x, rf), memory_mean, log_scale)
+        return self.whole_law(head, past_windows(x, rf), memory_mean, log_scale, ageing)
 
     def fractional_order(self, z: Tensor) -> Tensor:
         """``memory="fractional"``: the order d (batch,) of the differencing, |d| <
