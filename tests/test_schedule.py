@@ -92,3 +92,14 @@ def test_scaled_learning_rate_keeps_the_ratios_between_stages():
     assert [s.beta for s in faster.stages] == [s.beta for s in plan.stages]
     assert faster.at(0.5)["lr"] == pytest.approx(3 * plan.at(0.5)["lr"])
     assert plan.stages[0].lr == 1e-3  # the original is untouched
+
+
+def test_decoder_only_stages_round_trip_and_are_checked():
+    stage = Stage(3, 4e-3, 3e-4, decoder_only=True)
+    assert stage.to_dict()["decoder_only"] is True
+    assert "decoder_only" not in Stage(3, 4e-3).to_dict()  # plans written before it existed
+    assert Stage.from_dict(stage.to_dict()) == stage
+    plan = Plan([Stage(1, 0.0), stage])
+    assert not plan.at(0.5)["decoder_only"] and plan.at(1.5)["decoder_only"]
+    with pytest.raises(ValueError, match="decoder_only must be true or false"):
+        Stage(1, decoder_only="yes")

@@ -796,8 +796,13 @@ def test_whole_decoder_trains_on_prefixes_and_scores_every_step(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert recorded(run).crop_min_steps == train.WHOLE_DECODER_CROP
     model = load_model(run)
-    assert model.config.decoder == "whole" and model.config.first_predicted_step == 0
-    assert model.config.time_horizon == tiny.n_steps - 1  # the last step trained on
+    assert model.config == ModelConfig.whole_trajectory(
+        dim=1,
+        latent_dim=6,
+        log_scale_mean=model.config.log_scale_mean,
+        time_horizon=tiny.n_steps - 1,  # the last step trained on
+    )
+    assert model.config.first_predicted_step == 0
     history = read_history(run)
     expected = processes.exact_nll(*_val_arrays(tiny), start=0).mean()  # every step
     assert float(history[0]["val_exact_nll"]) == pytest.approx(expected, rel=1e-9)
@@ -887,3 +892,41 @@ def test_a_2d_measured_set_trains_the_whole_decoder_and_records_its_measurement(
     recorded_range = load_model(tmp_path / "run").training_range
     assert 0 <= recorded_range["exposure"][0] < recorded_range["exposure"][1] <= 1
     assert 0 <= recorded_range["reduced_noise"][0] < recorded_range["reduced_noise"][1] <= 1
+
+
+def test_a_decoder_only_stage_keeps_the_encoder_and_improves_the_law_at_the_posterior_mean(
+    tiny, tmp_path
+):
+    """The encoder's weights leave such a stage unchanged (so do the latents and their KL);
+    the decoder's change, and its NLL at the posterior mean on the training set goes down."""
+    plan = Plan([Stage(2, 0.0), Stage(2, 1e-3, 3e-4, decoder_only=True)])
+    train.train(tiny, tmp_path / "run", config(plan=plan), progress=False)
+    before = load_model(tmp_path / "run" / "stages" / "stage-1")
+    after = load_model(tmp_path / "run")
+    for name, value in before.encoder.state_dict().items():
+        torch.testing.assert_close(after.encoder.state_dict()[name], value, rtol=0, atol=0)
+    changed = [
+        name
+        for name, value in before.decoder.state_dict().items()
+        if not torch.equal(after.decoder.state_dict()[name], value)
+    ]
+    assert changed
+    x = torch.from_numpy(tiny.displacements)
+    with torch.no_grad():
+        nll_before = before(x, sample=False)["nll"].mean()
+        nll_after = after(x, sample=False)["nll"].mean()
+    assert nll_after < nll_before
+    rows = read_history(tmp_path / "run")
+    assert rows[-1]["kl_0"] == rows[-2]["kl_0"]  # the same latents in both epochs
+
+
+def test_decoder_only_loss_is_the_nll_at_the_posterior_mean_without_encoder_gradients():
+    model = VAE(ModelConfig(n_mixtures=1))
+    x = torch.randn(4, 1, 80) * 0.05
+    loss, terms = model.loss(x, 1e-3, decoder_only=True)
+    again, _ = model.loss(x, 1e-3, decoder_only=True)
+    assert loss == again  # no sampled latent
+    torch.testing.assert_close(loss.detach(), model(x, sample=False)["nll"].mean().detach())
+    loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())

@@ -699,7 +699,9 @@ def _new_network(dim: int, latent_dim: int, paper_network: bool, decoder: str):
 
     if paper_network:
         return ModelConfig.published(dim=dim, latent_dim=latent_dim)
-    return ModelConfig(dim=dim, latent_dim=latent_dim, scale_equivariant=True, decoder=decoder)
+    if decoder == "whole":
+        return ModelConfig.whole_trajectory(dim=dim, latent_dim=latent_dim)
+    return ModelConfig(dim=dim, latent_dim=latent_dim, scale_equivariant=True)
 
 
 def _check_init(init: str | None) -> None:

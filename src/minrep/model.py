@@ -169,6 +169,19 @@ class ModelConfig:
                 )
 
     @classmethod
+    def whole_trajectory(cls, **sizes) -> ModelConfig:
+        """minrep's decoder for whole trajectories, as ``minrep train --decoder whole`` builds
+        it: scale-equivariant, fractional memory over :data:`FRACTIONAL_TIMESCALES`, ageing
+        (docs/whole-decoder.md, v6)."""
+        return cls(
+            **{"scale_equivariant": True, **sizes},
+            decoder="whole",
+            memory="fractional",
+            memory_timescales=FRACTIONAL_TIMESCALES,
+            ageing=True,
+        )
+
+    @classmethod
     def published(cls, **sizes) -> ModelConfig:
         """The network of the paper's published code (SPIVAE ``VAEWaveNet``): no scale
         equivariance, a linear gate, scaled residual and skip sums, bias-free conditioning."""
@@ -847,11 +860,13 @@ class VAE(nn.Module):
             tail = torch.einsum("bdkn,bk->bdn", delayed, self.fractional_tail_weights(d))
             return recent + tail
 
-    def forward(self, x: Tensor, sample: bool = True) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, sample: bool = True, train_encoder: bool = True) -> dict:
         """Encode, sample z (its mean when ``sample`` is False), decode. Returns ``mu``,
         ``logvar``, ``z``, ``nll`` (batch,: mean NLL per predicted displacement component) and
-        ``kl`` (batch, latent_dim: KL of each latent to N(0, 1))."""
-        mu, logvar = (t.to(x.dtype) for t in self.encode(x))  # float32 under autocast
+        ``kl`` (batch, latent_dim: KL of each latent to N(0, 1)); with ``train_encoder`` False,
+        no gradient reaches the encoder."""
+        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+            mu, logvar = (t.to(x.dtype) for t in self.encode(x))  # float32 under autocast
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         prediction = self.predict(x, z)
         with full_precision(x):
@@ -864,6 +879,7 @@ class VAE(nn.Module):
         beta: float | Tensor,
         decorrelation: float | Tensor = 0.0,
         reference_steps: int | None = None,
+        decoder_only: bool = False,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """beta-VAE loss: mean NLL per predicted displacement + beta * KL summed over latents,
         both averaged over the batch, + ``decorrelation`` * :func:`latent_covariance` (a
@@ -876,12 +892,17 @@ class VAE(nn.Module):
         a prefix this keeps every displacement worth the same against the KL: with the mean, a
         prefix of n steps would weigh each of its steps (n_whole / n) times more, and the
         latents would pay to carry the values of its first steps (measured: 5 latents
-        survive beta 4e-3 for FBM, docs/whole-decoder.md)."""
-        out = self(x)
+        survive beta 4e-3 for FBM, docs/whole-decoder.md).
+
+        ``decoder_only``: the decoder's NLL at the posterior mean alone, no gradient to the
+        encoder (:class:`minrep.schedule.Stage`)."""
+        out = self(x, sample=not decoder_only, train_encoder=not decoder_only)
         nll = out["nll"].mean()
         kl_per_latent = out["kl"].mean(dim=0)
         predicted = x.shape[-1] - self.first_predicted_step
         weight = 1.0 if reference_steps is None else predicted / reference_steps
+        if decoder_only:
+            return nll * weight, {"nll": nll.detach(), "kl_per_latent": kl_per_latent.detach()}
         loss = nll * weight + beta * kl_per_latent.sum()
         if isinstance(decorrelation, Tensor) or decorrelation:  # a tensor: no sync (CUDA graph)
             loss = loss + decorrelation * latent_covariance(out["mu"])

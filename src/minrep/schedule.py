@@ -156,7 +156,13 @@ class Stage:
     whichever of its weights and those at the end of the stage named (the same constant beta)
     have the lower held-out loss. The ``quick`` preset uses both to leave a local minimum that
     holds a latent too many, while keeping a weak latent that the loss needs
-    (docs/training-recipes.md)."""
+    (docs/training-recipes.md).
+
+    ``decoder_only`` freezes the encoder and trains the decoder at the posterior mean (no
+    sampled latent, no KL in the loss): the latents, which the earlier stages made minimal,
+    do not change, and the decoder learns the law of a trajectory given its posterior mean,
+    the code that the analysis and generation use. Trained on sampled latents, it learns the
+    law averaged over the posterior's spread, which beta widens (docs/whole-decoder.md)."""
 
     epochs: int
     beta: Constant | LinearRamp | GeometricRamp = Constant(0.0)
@@ -165,6 +171,7 @@ class Stage:
     decorrelation: float = 0.0  # weight of minrep.model.latent_covariance in the loss
     compare_with: int | None = None
     start_from: int | None = None
+    decoder_only: bool = False  # encoder frozen, decoder trained at the posterior mean
 
     def __post_init__(self):
         if _is_real(self.beta):
@@ -188,6 +195,8 @@ class Stage:
             lr=(self.lr, lambda v: v > 0, "a learning rate > 0"),
             decorrelation=(self.decorrelation, lambda v: v >= 0, "a weight >= 0"),
         )
+        if not isinstance(self.decoder_only, bool):
+            raise ValueError(f"decoder_only must be true or false, got {self.decoder_only!r}")
         for name in ("compare_with", "start_from"):
             value = getattr(self, name)
             if value is not None and not (_is_integer(value) and value >= 1):
@@ -201,6 +210,8 @@ class Stage:
         # Absent when unused, as in plans written before they existed.
         if self.decorrelation:
             out["decorrelation"] = self.decorrelation
+        if self.decoder_only:
+            out["decoder_only"] = True
         for name in ("compare_with", "start_from"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -211,7 +222,7 @@ class Stage:
         if not isinstance(values, dict):
             raise ValueError(
                 "a stage is a mapping (epochs, beta, lr, policy, decorrelation, compare_with, "
-                f"start_from), got {values!r}"
+                f"start_from, decoder_only), got {values!r}"
             )
         unknown = sorted(map(str, set(values) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
@@ -285,8 +296,8 @@ class Plan:
         return list(accumulate(s.epochs for s in self.stages))
 
     def at(self, epoch: float) -> dict[str, float]:
-        """Stage index, beta, learning rate, Adam beta1 and decorrelation weight at a
-        fractional epoch (from 0)."""
+        """Stage index, beta, learning rate, Adam beta1, decorrelation weight and whether the
+        stage trains the decoder only, at a fractional epoch (from 0)."""
         i, local = self.locate(epoch)
         stage = self.stages[i]
         if stage.policy == "one-cycle":
@@ -299,6 +310,7 @@ class Plan:
             "lr": lr,
             "momentum": momentum,
             "decorrelation": stage.decorrelation,
+            "decoder_only": stage.decoder_only,
         }
 
     def scaled_lr(self, lr: float) -> Plan:

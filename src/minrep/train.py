@@ -377,13 +377,15 @@ class MinrepModule(pl.LightningModule):
         """Whether the gradients come from a :class:`GradientGraph`: asked for, one CUDA
         device, the ``"window"`` network (the ``"whole"`` one builds constants on the host
         in its forward pass, which a capture cannot hold), and following the plan (not the
-        learning-rate finder, which drives the optimiser itself)."""
+        learning-rate finder, which drives the optimiser itself) without a decoder-only stage
+        (another loss, which the one graph does not hold)."""
         return (
             self.cuda_graph
             and self.trainer.strategy.root_device.type == "cuda"
             and self.trainer.world_size == 1
             and self.model.config.decoder == "window"
             and self.follow_plan
+            and not any(stage.decoder_only for stage in self.plan.stages)
         )
 
     def configure_optimizers(self):
@@ -400,10 +402,13 @@ class MinrepModule(pl.LightningModule):
                 group["lr"] = position["lr"]
                 group["betas"] = (position["momentum"], group["betas"][1])
         decorrelation = position["decorrelation"] if self.follow_plan else 0.0
+        decoder_only = self.follow_plan and position["decoder_only"]
         # Prefixes (crop_min_steps) weigh each step as in a whole trajectory (VAE.loss).
         whole = self.datasets[0].data.shape[-1] - self.model.first_predicted_step
         if self.automatic_optimization:
-            loss, _ = self.model.loss(batch, self.beta, decorrelation, reference_steps=whole)
+            loss, _ = self.model.loss(
+                batch, self.beta, decorrelation, reference_steps=whole, decoder_only=decoder_only
+            )
         else:
             if self._gradients is None:
                 capture = batch.device.type == "cuda"
