@@ -785,3 +785,24 @@ def test_exact_nll_with_measurement_against_the_multivariate_normal(process, sta
         np.testing.assert_allclose(nll[i] * (n_steps - start) * dim, total, rtol=1e-9)
     with pytest.raises(ValueError, match="memory=None"):
         exact_nll(x, process, alpha, D, start=0, memory=3, noise=0.1)
+
+
+def test_measured_factors_are_computed_one_group_at_a_time(monkeypatch):
+    """With noise drawn per trajectory every trajectory is its own group: the factors are
+    made as the loop reaches them, so that one is in memory at a time (20,000 at once, a
+    validation set of 399-step tracks, took 25 GB)."""
+    calls = []
+    real = processes.displacement_covariance
+
+    def counted(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(processes, "displacement_covariance", counted)
+    alpha, D = np.array([0.5, 0.5, 1.2]), np.array([1e-3, 1e-3, 1e-2])
+    noise, exposure = np.array([0.01, 0.01, 0.02]), np.array([0.0, 0.0, 1.0])
+    factors = processes._MeasuredFactors("fbm", alpha, D, noise, exposure, 50)
+    assert len(factors) == 2 and not calls  # the first two share alpha, f and sigma^2 / D
+    groups = iter(factors)
+    first, lower = next(groups)
+    assert list(first) == [0, 1] and lower.shape == (50, 50) and len(calls) == 1

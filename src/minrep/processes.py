@@ -490,16 +490,28 @@ def exact_nll(
     return nll
 
 
-def _measured_factors(process, alpha, D, noise, exposure, n_steps) -> list:
+class _MeasuredFactors:
     """``(indices, lower)`` per group of trajectories sharing alpha, exposure and
-    sigma^2 / D: the Cholesky factor of their covariance at D = 1 (:func:`_measured_nll`)."""
-    ratio = noise**2 / D
-    groups = []
-    for a, f, r in sorted(set(zip(alpha.tolist(), exposure.tolist(), ratio.tolist(), strict=True))):
-        idx = np.flatnonzero((alpha == a) & (exposure == f) & (ratio == r))
-        cov = displacement_covariance(process, a, n_steps, 1.0, math.sqrt(r), f)
-        groups.append((idx, np.linalg.cholesky(cov)))
-    return groups
+    sigma^2 / D: the Cholesky factor of their covariance at D = 1 (:func:`_measured_nll`).
+    Each factor is computed when its group is reached: with noise drawn per trajectory every
+    trajectory is a group, and 20,000 factors of 399 steps at once would take 25 GB."""
+
+    def __init__(self, process, alpha, D, noise, exposure, n_steps):
+        self.process, self.n_steps = process, n_steps
+        ratio = noise**2 / D
+        keys = zip(alpha.tolist(), exposure.tolist(), ratio.tolist(), strict=True)
+        self.groups = [
+            (np.flatnonzero((alpha == a) & (exposure == f) & (ratio == r)), a, f, r)
+            for a, f, r in sorted(set(keys))
+        ]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self):
+        for idx, a, f, r in self.groups:
+            cov = displacement_covariance(self.process, a, self.n_steps, 1.0, math.sqrt(r), f)
+            yield idx, np.linalg.cholesky(cov)
 
 
 def _measured_nll(x, process, alpha, D, noise, exposure, start, progress) -> np.ndarray:
@@ -508,7 +520,7 @@ def _measured_nll(x, process, alpha, D, noise, exposure, start, progress) -> np.
     diagonal holds the conditional standard deviations of the steps."""
     n, dim, n_steps = x.shape
     nll = np.empty(n)
-    groups = _measured_factors(process, alpha, D, noise, exposure, n_steps)
+    groups = _MeasuredFactors(process, alpha, D, noise, exposure, n_steps)
     for idx, lower in bar(groups, desc="exact NLL", enabled=progress, unit="group"):
         series = x[idx].reshape(-1, n_steps).T  # (L, m)
         # series = lower @ z with z ~ N(0, D): z[t] is step t's prediction error divided by
@@ -542,7 +554,7 @@ def expected_exact_nll(
         if memory is not None:
             raise ValueError("with noise or exposure the expectation needs memory=None")
         out = np.empty(alpha.size)
-        for idx, lower in _measured_factors(process, alpha, D, noise, exposure, n_steps):
+        for idx, lower in _MeasuredFactors(process, alpha, D, noise, exposure, n_steps):
             v = np.diag(lower)[start:] ** 2
             out[idx] = 0.5 * np.mean(np.log(2 * np.pi * np.e * v)) + 0.5 * np.log(D[idx])
         return out
