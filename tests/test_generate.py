@@ -87,17 +87,18 @@ def naive_generate_whole(model, z, n_steps, noise):
 
 
 @pytest.mark.parametrize(
-    "dim, scale_equivariant, log_time, memory, ageing",
+    "dim, scale_equivariant, log_time, memory, ageing, mean_lags",
     [
-        (1, True, False, "free", False),
-        (2, True, False, "free", False),
-        (2, False, True, "free", True),
-        (1, True, False, "fractional", True),
-        (2, False, False, "fractional", False),
+        (1, True, False, "free", False, 0),
+        (2, True, False, "free", False, 0),
+        (2, False, True, "free", True, 0),
+        (1, True, False, "fractional", True, 0),
+        (2, False, False, "fractional", False, 0),
+        (1, True, False, "fractional", True, 8),
     ],
 )
 def test_whole_decoder_incremental_equals_forward(
-    dim, scale_equivariant, log_time, memory, ageing, monkeypatch
+    dim, scale_equivariant, log_time, memory, ageing, mean_lags, monkeypatch
 ):
     monkeypatch.setattr(generate, "CONDITION_CHUNK", 24)
     config = ModelConfig(
@@ -108,6 +109,7 @@ def test_whole_decoder_incremental_equals_forward(
         log_time=log_time,
         memory=memory,
         ageing=ageing,
+        mean_lags=mean_lags,
         **({"memory_timescales": FRACTIONAL_TIMESCALES} if memory == "fractional" else {}),
     )
     # Weights small enough that the network is not chaotic: float rounding, which differs

@@ -257,6 +257,30 @@ def test_invariant_features():
     )
 
 
+def test_mean_lags_shorten_the_mean_window():
+    """``mean_lags`` w: the head gives log sigma and w coefficients, the mean is their
+    combination of the w last steps: with constant coefficients (the head's weights 0, its
+    bias random) and d = 0, a step w + 1 or more before t does not move the mean of t, and a
+    step j <= w before it moves it by its coefficient."""
+    model = VAE(ModelConfig.whole_trajectory(mean_lags=8)).double()
+    assert model.decoder.head_out.out_channels == 9
+    nn.init.normal_(model.decoder.head_out.bias, std=0.3)  # weights 0, order_head 0: d = 0
+    coefficients = model.decoder.head_out.bias.detach()[1:]  # oldest (lag 8) first
+    x = torch.randn(1, 1, 100, dtype=torch.float64)
+    z = torch.randn(1, 6, dtype=torch.float64)
+    base = model.predict(x, z).mean[0, 0, 0, 60]
+    for lag in (1, 3, 8, 9, 20):
+        changed = x.clone()
+        changed[..., 60 - lag] += 1.0
+        moved = model.predict(changed, z).mean[0, 0, 0, 60] - base
+        expected = coefficients[8 - lag] if lag <= 8 else 0.0
+        torch.testing.assert_close(moved, torch.as_tensor(expected).double(), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="mean_lags must be in 0 .. 32"):
+        ModelConfig.whole_trajectory(mean_lags=33)
+    with pytest.raises(ValueError, match="belong to the 'whole' decoder"):
+        ModelConfig(mean_lags=4)
+
+
 def test_ageing_log_scale_is_half_the_log_of_the_sbm_increment():
     a = torch.tensor([0.05, 0.5, 1.0, 1.7, 4.0], dtype=torch.float64, requires_grad=True)
     t = torch.arange(0, 5000)

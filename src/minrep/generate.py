@@ -177,6 +177,7 @@ class FastDecoder:
             scaled = torch.zeros_like(series)
             direction = torch.zeros(batch, c.dim, device=self.device)
             fractional = c.memory == "fractional"
+            lags = c.linear_window
             ageing = self.model.ageing_of(z, torch.arange(n_steps))  # (batch, n_steps) or None
             if fractional:
                 # The short-memory series y = x + sum_j pi_j x_(t-j) (VAE.fractional_memory),
@@ -216,12 +217,12 @@ class FastDecoder:
             if whole and fractional:
                 past = (scaled[now - rf : now] * recent[..., None]).sum(0)
                 memory = past + (tail_weights * memories).sum(dim=2)
-                windows = short[now - rf : now].permute(1, 2, 0)[:, :, None]
+                windows = short[now - lags : now].permute(1, 2, 0)[:, :, None]
                 aged = None if ageing is None else ageing[:, t, None]
                 law = self.model.whole_law(out, windows, -memory[..., None], log_scale, aged)
             elif whole:
                 memory_mean = (weights[now - chunk_start] * memories).sum(dim=2)[..., None]
-                windows = scaled[now - rf : now].permute(1, 2, 0)[:, :, None]
+                windows = scaled[now - lags : now].permute(1, 2, 0)[:, :, None]
                 aged = None if ageing is None else ageing[:, t, None]
                 law = self.model.whole_law(out, windows, memory_mean, log_scale, aged)
             else:

@@ -129,6 +129,7 @@ class ModelConfig:
     log_time: bool = False  # "whole": log(1 + t) among the time features (see LatentCode)
     memory: str = "free"  # "whole": "free" weights w_k(z, t), or "fractional" (see VAE)
     ageing: bool = False  # "whole": step t's scale times sqrt((t+1)^a - t^a), a(z) (see VAE)
+    mean_lags: int = 0  # "whole": the mean's coefficients cover this many last steps (0: rf)
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
@@ -148,8 +149,15 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.log_time and self.decoder != "whole":
             raise ValueError("ModelConfig.log_time is a time feature of the 'whole' decoder")
-        if self.decoder != "whole" and (self.memory != "free" or self.ageing):
-            raise ValueError("ModelConfig.memory and ageing belong to the 'whole' decoder")
+        if self.decoder != "whole" and (self.memory != "free" or self.ageing or self.mean_lags):
+            raise ValueError(
+                "ModelConfig.memory, ageing and mean_lags belong to the 'whole' decoder"
+            )
+        if not 0 <= self.mean_lags <= self.receptive_field:
+            raise ValueError(
+                f"ModelConfig.mean_lags must be in 0 .. {self.receptive_field} (the receptive "
+                f"field), got {self.mean_lags}"
+            )
         if self.decoder == "whole" and self.n_mixtures != 1:
             raise ValueError("ModelConfig.decoder 'whole' predicts one Gaussian: n_mixtures = 1")
         if any(not tau > 0 for tau in self.memory_timescales):
@@ -198,6 +206,11 @@ class ModelConfig:
     def receptive_field(self) -> int:
         """Past displacements that one prediction sees (32 for the paper's network)."""
         return self.causal_kernel + sum((self.kernel_size - 1) * d for d in self.dilations)
+
+    @property
+    def linear_window(self) -> int:
+        """``"whole"``: how many of the last steps the mean's coefficients multiply."""
+        return self.mean_lags or self.receptive_field
 
     @property
     def first_predicted_step(self) -> int:
@@ -572,7 +585,7 @@ class WaveNet(nn.Module):
             ResidualBlock(config, d, last=i == n - 1) for i, d in enumerate(config.dilations)
         )
         per_component = 2 if config.n_mixtures == 1 else 3 * config.n_mixtures
-        outputs = 1 + config.receptive_field if whole else config.dim * per_component
+        outputs = 1 + config.linear_window if whole else config.dim * per_component
         self.head_hidden = nn.Conv1d(config.skip_channels, config.skip_channels, 1)
         self.head_out = nn.Conv1d(config.skip_channels, outputs, 1)
 
@@ -750,11 +763,11 @@ class VAE(nn.Module):
         log_scale: Tensor | None,
         ageing: Tensor | None = None,
     ) -> Prediction:
-        """The ``"whole"`` WaveNet's head output (batch, 1 + rf, n): log sigma, then the
-        coefficients of the rf displacements before each predicted one, ``windows`` (batch,
-        dim, n, rf), oldest first; and the memories' part of the mean (batch, dim, n); all in
-        the decoder's units; ``ageing`` (batch, n) added to log sigma (:meth:`ageing_of`) ->
-        law of n displacements in displacement units."""
+        """The ``"whole"`` WaveNet's head output (batch, 1 + w, n): log sigma, then the
+        coefficients of the w = ``linear_window`` displacements before each predicted one,
+        ``windows`` (batch, dim, n, w), oldest first; and the memories' part of the mean
+        (batch, dim, n); all in the decoder's units; ``ageing`` (batch, n) added to log sigma
+        (:meth:`ageing_of`) -> law of n displacements in displacement units."""
         with full_precision(head_output):
             linear = torch.einsum("bdnj,bjn->bdn", windows, head_output[:, 1:])
             mean = linear + memory_mean
@@ -812,13 +825,14 @@ class VAE(nn.Module):
         condition = self.condition_at(z, torch.arange(1 - rf, length))
         head = self.decoder(past, condition)
         ageing = self.ageing_of(z, torch.arange(length))
+        lags = self.config.linear_window
         if self.config.memory == "fractional":
             fractional = self.fractional_memory(x, z)
-            windows = past_windows(x + fractional, rf)
+            windows = past_windows(x + fractional, lags)
             return self.whole_law(head, windows, -fractional, log_scale, ageing)
         memories = exponential_memories(x, self.config.memory_timescales)
         memory_mean = (self.memory_weights(condition.last(length)) * memories).sum(dim=2)
-        return self.whole_law(head, past_windows(x, rf), memory_mean, log_scale, ageing)
+        return self.whole_law(head, past_windows(x, lags), memory_mean, log_scale, ageing)
 
     def fractional_order(self, z: Tensor) -> Tensor:
         """``memory="fractional"``: the order d (batch,) of the differencing, |d| <
