@@ -181,8 +181,8 @@ class FastDecoder:
             ageing = self.model.ageing_of(z, torch.arange(n_steps))  # (batch, n_steps) or None
             if fractional:
                 # The short-memory series y = x + sum_j pi_j x_(t-j) (VAE.fractional_memory),
-                # whose last rf values the mean's coefficients multiply; the memories are
-                # delayed by rf steps and weighted by the tail weights of d.
+                # whose last linear_window values the mean's coefficients multiply; the
+                # memories are delayed by rf steps and weighted by the tail weights of d.
                 order = self.model.fractional_order(z)
                 recent = fractional_coefficients(order, rf).flip(1).T.contiguous()
                 tail_weights = self.model.fractional_tail_weights(order)[:, None]
@@ -214,15 +214,15 @@ class FastDecoder:
             hidden = torch.addmm(self.b_hidden, F.relu(skips), self.w_hidden)
             out = torch.addmm(self.b_out, F.relu(hidden), self.w_out)[..., None]
             t = now - rf
-            if whole and fractional:
-                past = (scaled[now - rf : now] * recent[..., None]).sum(0)
-                memory = past + (tail_weights * memories).sum(dim=2)
-                windows = short[now - lags : now].permute(1, 2, 0)[:, :, None]
-                aged = None if ageing is None else ageing[:, t, None]
-                law = self.model.whole_law(out, windows, -memory[..., None], log_scale, aged)
-            elif whole:
-                memory_mean = (weights[now - chunk_start] * memories).sum(dim=2)[..., None]
-                windows = scaled[now - lags : now].permute(1, 2, 0)[:, :, None]
+            if whole:
+                if fractional:
+                    past = (scaled[now - rf : now] * recent[..., None]).sum(0)
+                    memory = past + (tail_weights * memories).sum(dim=2)
+                    memory_mean, window_of = -memory[..., None], short
+                else:
+                    memory_mean = (weights[now - chunk_start] * memories).sum(dim=2)[..., None]
+                    window_of = scaled
+                windows = window_of[now - lags : now].permute(1, 2, 0)[:, :, None]
                 aged = None if ageing is None else ageing[:, t, None]
                 law = self.model.whole_law(out, windows, memory_mean, log_scale, aged)
             else:
