@@ -14,6 +14,7 @@ import minrep
 from minrep import datasets, estimation, io
 from minrep.cli import app
 from minrep.model import VAE, ModelConfig
+from test_io import TRACKMATE_HEADER
 
 
 @pytest.fixture(autouse=True)
@@ -26,14 +27,14 @@ def fbm():
     return estimation.model_calibration("fbm")
 
 
-def fresh_tracks(n: int, seed: int, process: str = "fbm") -> io.Trajectories:
+def fresh_tracks(n: int, seed: int, process: str = "fbm", dim: int = 1) -> io.Trajectories:
     """Tracks of the shipped models' training range (uniform alpha and log10 D), lengths
     log-uniform over 33-399 displacements: like the calibration's, other draws."""
     rng = np.random.default_rng(seed)
     alpha = rng.uniform(0.2, 1.8, n) if process != "bm" else np.ones(n)
     log10_d = rng.uniform(-5, -2, n)
     n_steps = np.round(np.exp(rng.uniform(math.log(33), math.log(399), n))).astype(int)
-    return estimation._simulate(process, alpha, 10**log10_d, n_steps, 1, rng)
+    return estimation._simulate(process, alpha, 10**log10_d, n_steps, dim, rng)
 
 
 @pytest.mark.slow
@@ -170,3 +171,63 @@ def test_a_model_trained_with_a_measurement_estimates_noise_and_exposure():
     again = estimation.estimate(model, scaled, calibration, pixel_size=0.1)
     np.testing.assert_allclose(again["noise"], table["noise"] * 0.7, rtol=1e-4)
     np.testing.assert_allclose(again["exposure"], table["exposure"], rtol=1e-4, atol=1e-6)
+
+
+def test_the_same_tracks_in_every_tracking_format_give_identical_estimates(tmp_path):
+    """trackpy CSV, TrackMate spots CSV, TrackMate XML and AnDi 2024 CSV of the same positions
+    (in micrometres, 0.1 s per frame; stated by the TrackMate files, given as options for the
+    others) give the same estimates, bit for bit."""
+    tracks = fresh_tracks(4, seed=8, dim=2)
+    rng = np.random.default_rng(3)
+    positions = []  # (particle, frame, x, y) as text, in micrometres
+    for i in range(len(tracks)):
+        dx = tracks.trajectory(i).astype(np.float64) * 3e2  # a few tenths of a micrometre
+        xy = np.concatenate([np.zeros((2, 1)), np.cumsum(dx, axis=1)], axis=1)
+        xy += rng.uniform(5, 50, (2, 1))
+        positions += [(i, t, repr(xy[0, t]), repr(xy[1, t])) for t in range(xy.shape[1])]
+    files = {
+        "trackpy.csv": "y,x,frame,particle\n"
+        + "".join(f"{y},{x},{t},{i}\n" for i, t, x, y in positions),
+        "andi.csv": "traj_idx,frame,x,y\n"
+        + "".join(f"{i},{t},{x},{y}\n" for i, t, x, y in positions),
+        "trackmate.csv": TRACKMATE_HEADER
+        + "".join(
+            f"ID{k},{k},{i},1.0,{x},{y},0.0,{0.1 * t!r},{t},0.5\n"
+            for k, (i, t, x, y) in enumerate(positions)
+        ),
+        "trackmate.xml": '<Tracks nTracks="4" spaceUnits="micron" frameInterval="0.1" '
+        'timeUnits="sec">\n'
+        + "".join(
+            f"<particle>\n{body}</particle>\n"
+            for body in (
+                "".join(
+                    f'<detection t="{t}" x="{x}" y="{y}" z="0.0" />\n'
+                    for j, t, x, y in positions
+                    if j == i
+                )  # fmt: skip
+                for i in range(len(tracks))
+            )
+        )
+        + "</Tracks>\n",
+    }
+    tables = {}
+    for name, text in files.items():
+        path = tmp_path / name
+        path.write_text(text)
+        units = (
+            [] if name.startswith("trackmate") else ["--pixel-size", "1", "--frame-interval", "0.1"]
+        )
+        out = tmp_path / f"{name}.estimates.csv"
+        result = CliRunner().invoke(app, ["estimate", "fbm", str(path), "-o", str(out), *units])
+        assert result.exit_code == 0, (name, result.output)
+        tables[name] = pd.read_csv(out)
+    reference = tables.pop("trackpy.csv")
+    assert len(reference) == 2 * len(tracks) and (reference["D_unit"] == "um^2/s^alpha").all()
+    for name, table in tables.items():
+        assert table["particle"].astype(str).tolist() == reference["particle"].astype(str).tolist()
+        pd.testing.assert_frame_equal(
+            table.drop(columns="particle"),
+            reference.drop(columns="particle"),
+            check_exact=True,
+            obj=name,
+        )
