@@ -9,7 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from minrep.datasets import PRESETS, GridError, make_dataset, parse_values, preset_grid
+from minrep.datasets import (
+    PRESETS,
+    TEST_EXPOSURE_LEVELS,
+    GridError,
+    make_dataset,
+    paper_test_set,
+    parse_range,
+    parse_values,
+    preset_grid,
+)
 from minrep.io import Trajectories
 from minrep.processes import SimulationError, simulate
 
@@ -232,3 +241,28 @@ def test_measurement_drawn_per_trajectory_and_labelled():
         with pytest.raises(GridError) as caught:
             make_dataset("fbm", "small", n_per_cell=2, **bad)
         assert caught.value.field == field
+
+
+def test_exposure_on_levels_and_the_test_set_of_a_measured_model():
+    levels = make_dataset("fbm", "small", n_per_cell=5, seed=4, exposure=(0.0, 1.0, 3))
+    assert set(np.unique(levels.labels["exposure"])) == {0.0, 0.5, 1.0}
+    assert parse_range("0:1:5") == (0.0, 1.0, 5) and parse_range("0:0.5") == (0.0, 0.5)
+    for spec in ("0:1:2.5", "0:1:0", "1:0:3", "0:1:2:3"):
+        with pytest.raises(ValueError):
+            parse_range(spec)
+    with pytest.raises(GridError, match="levels"):
+        make_dataset("fbm", "small", n_per_cell=2, exposure=(0.0, 1.0, 2.5))
+    # A model trained on 2D tracks with a measurement is tested on such tracks: the paper-test
+    # grid in 2D, the localisation error over its range, the exposure on a few levels.
+    ranges = {"alpha": [0.2, 1.8], "D": [1e-5, 1e-2], "exposure": [0.1, 0.9],
+              "reduced_noise": [0.0, 0.5]}  # fmt: skip
+    test = paper_test_set("fbm", dim=2, training_range=ranges, n_per_cell=1, seed=3)
+    assert test.dim == 2 and test.meta["preset"] == "paper-test"
+    exposures = np.unique(test.labels["exposure"])
+    np.testing.assert_allclose(exposures, np.linspace(0.1, 0.9, TEST_EXPOSURE_LEVELS))
+    reduced = test.labels["reduced_noise"]
+    assert reduced.min() >= 0 and reduced.max() <= 0.5 and np.unique(reduced).size == len(test)
+    plain = paper_test_set(
+        "fbm", training_range={"alpha": [0.2, 1.8], "D": [1e-5, 1e-2]}, n_per_cell=1
+    )
+    assert plain.dim == 1 and "noise" not in plain.labels and "exposure" not in plain.labels

@@ -187,7 +187,7 @@ def check_output(
 
 
 def parse_range(spec: str | None, option: str):
-    """``"0.02"`` or ``"0:0.05"`` (:func:`minrep.datasets.parse_range`); errors name
+    """``"0.02"``, ``"0:0.05"`` or ``"0:1:5"`` (:func:`minrep.datasets.parse_range`); errors name
     ``option``."""
     if spec is None:
         return 0.0
@@ -323,7 +323,7 @@ def simulate(
     ] = None,
     exposure: Annotated[
         str | None,
-        typer.Option(help="motion blur, fraction of a frame: 1 | 0:1 (drawn per track)"),
+        typer.Option(help="motion blur, fraction of a frame: 1 | 0:1 (per track) | 0:1:5 (levels)"),
     ] = None,
     reduced_noise: Annotated[
         str | None,
@@ -1108,9 +1108,10 @@ def _test_set(model: str, vae, data: Path | None, n_per_cell: int | None, seed: 
         )
     grid = datasets.preset_grid(process, "paper-test", n_per_cell=n_per_cell)
     _check_dataset_size(grid, vae.config.dim, 4, f"--n-per-cell {n_per_cell}")
-    return datasets.make_dataset(
-        process, "paper-test", n_per_cell=n_per_cell, seed=seed, progress=True
-    )
+    return datasets.paper_test_set(
+        process, dim=vae.config.dim, training_range=vae.training_range, n_per_cell=n_per_cell,
+        seed=seed, progress=True,
+    )  # fmt: skip
 
 
 def _print_metrics(metrics: dict) -> None:

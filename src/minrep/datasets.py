@@ -118,27 +118,37 @@ def parse_values(spec: str, log: bool = False) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-def parse_range(spec: str) -> float | tuple[float, float]:
-    """A measurement setting from text: ``"0.02"`` (every trajectory) or ``"0:0.05"`` (drawn
-    uniformly per trajectory between the two). Raises ValueError."""
+def parse_range(spec: str) -> float | tuple:
+    """A measurement setting from text: ``"0.02"`` (every trajectory), ``"0:0.05"`` (drawn
+    uniformly per trajectory between the two) or ``"0:1:5"`` (one of 5 evenly spaced levels
+    per trajectory). Raises ValueError."""
     try:
         values = tuple(float(v) for v in spec.split(":"))
     except ValueError:
         values = ()
-    if len(values) not in (1, 2):
-        raise ValueError(f"{spec!r}: expected a number or low:high")
+    if len(values) not in (1, 2, 3):
+        raise ValueError(f"{spec!r}: expected a number, low:high or low:high:count")
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"{spec!r}: not a finite number")
-    if len(values) == 2 and values[0] > values[1]:
+    if len(values) >= 2 and values[0] > values[1]:
         raise ValueError(f"{spec!r}: low must not exceed high")
+    if len(values) == 3:
+        if not (values[2] >= 1 and values[2] == int(values[2])):
+            raise ValueError(f"{spec!r}: the count of levels must be a whole number >= 1")
+        return (values[0], values[1], int(values[2]))
     return values[0] if len(values) == 1 else values
 
 
 def draw_measurement(setting, n: int, rng) -> np.ndarray:
-    """Per-trajectory values ``(n,)`` of a measurement setting: a number (every trajectory)
-    or ``(low, high)`` (uniform draws from ``rng``)."""
+    """Per-trajectory values ``(n,)`` of a measurement setting: a number (every trajectory),
+    ``(low, high)`` (uniform draws from ``rng``) or ``(low, high, count)`` (one of ``count``
+    evenly spaced levels each: a few distinct exposures keep the exact likelihood of a large
+    set cheap, :func:`minrep.stats.bayes_estimate`)."""
     if np.ndim(setting) == 0:
         return np.full(n, float(setting))
+    if len(setting) == 3:
+        low, high, count = setting
+        return rng.choice(np.linspace(low, high, int(count)), n)
     low, high = setting
     return rng.uniform(low, high, n)
 
@@ -261,8 +271,9 @@ def make_dataset(
 
     ``n_positions`` is T, the positions per trajectory (T - 1 displacements). ``noise`` (the
     localisation error's standard deviation) and ``exposure`` (motion blur, 0-1 of a frame;
-    :mod:`minrep.processes`) are a number or a range ``(low, high)`` drawn uniformly per
-    trajectory; when set they become labels too. ``reduced_noise`` (instead of ``noise``) sets
+    :mod:`minrep.processes`) are a number, a range ``(low, high)`` drawn uniformly per
+    trajectory or levels ``(low, high, count)`` (:func:`draw_measurement`); when set they
+    become labels too. ``reduced_noise`` (instead of ``noise``) sets
     the localisation error relative to the motion in a frame, sigma^2 / (2 D) (a frame is the
     time unit), so that every D of the grid is as noisy; it is a label too. The same seed gives
     the same bytes (and,
@@ -333,11 +344,50 @@ def make_dataset(
     return Trajectories(dx, labels=labels, meta=meta)
 
 
+TEST_EXPOSURE_LEVELS = 5
+"""Exposures of a test set for a model trained with motion blur: a few levels over its range,
+so that the exact likelihood costs few decompositions (:func:`minrep.stats.bayes_estimate`)."""
+
+
+def paper_test_set(
+    process: str,
+    *,
+    dim: int = 1,
+    training_range: dict | None = None,
+    n_per_cell: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+):
+    """The ``paper-test`` grid of ``process`` as a model trained on ``training_range``
+    (:func:`minrep.train.training_range`) reads tracks: in ``dim`` dimensions and, for a model
+    trained with a measurement, with the localisation error (its ``reduced_noise`` range) and
+    motion blur (:data:`TEST_EXPOSURE_LEVELS` levels over its ``exposure`` range) drawn per
+    trajectory."""
+    ranges = training_range or {}
+    measurement = {}
+    if "reduced_noise" in ranges:
+        measurement["reduced_noise"] = tuple(ranges["reduced_noise"])
+    if "exposure" in ranges:
+        measurement["exposure"] = (*ranges["exposure"], TEST_EXPOSURE_LEVELS)
+    return make_dataset(
+        process, "paper-test", n_per_cell=n_per_cell, dim=dim, seed=seed, progress=progress,
+        **measurement,
+    )  # fmt: skip
+
+
 def _check_measurement_setting(name: str, setting) -> None:
     values = np.atleast_1d(np.asarray(setting, dtype=float))
     upper = 1.0 if name == "exposure" else math.inf
-    if values.size not in (1, 2) or not np.all(np.isfinite(values)):
-        raise GridError(name, f"{name} must be a number or a range (low, high), got {setting!r}")
+    bad = values.size not in (1, 2, 3) or not np.all(np.isfinite(values))
+    if values.size == 3:
+        bad = bad or not (values[2] >= 1 and values[2] == int(values[2]))
+        values = values[:2]
+    if bad:
+        raise GridError(
+            name,
+            f"{name} must be a number, a range (low, high) or levels (low, high, count), "
+            f"got {setting!r}",
+        )
     if (values < 0).any() or (values > upper).any() or values[0] > values[-1]:
         what = "0 <= low <= high <= 1" if name == "exposure" else "0 <= low <= high"
         raise GridError(name, f"{name} must satisfy {what}, got {setting!r}")

@@ -143,12 +143,16 @@ def run_demo(
             "to simulate; give your own trajectories (data, --data)"
         )
     if data is None:
-        test = datasets.make_dataset(
-            process, "paper-test", n_per_cell=n_per_cell, seed=seed, progress=True
-        )
+        test = datasets.paper_test_set(
+            process, dim=vae.config.dim, training_range=vae.training_range,
+            n_per_cell=n_per_cell, seed=seed, progress=True,
+        )  # fmt: skip
+        measured = "noise" in test.labels or "exposure" in test.labels
         echo(
-            f"simulated {len(test)} {process.upper()} trajectories of T = {test.n_steps + 1} "
-            "on the paper's test grid (alpha 0.04-1.96, D 3e-6-3e-2)"
+            f"simulated {len(test)} {process.upper()} trajectories of T = {test.n_steps + 1}"
+            + (f" in {test.dim}D" if test.dim > 1 else "")
+            + " on the paper's test grid (alpha 0.04-1.96, D 3e-6-3e-2)"
+            + (", with localisation error and motion blur as in training" if measured else "")
         )
     else:
         test = io.load(data, min_steps=vae.config.min_steps, on_short="skip")
