@@ -454,10 +454,11 @@ def _bayes_estimates(data, mask, first_predicted_step, training_range, progress)
     what any estimator can reach at best). Empty for processes without an exact likelihood."""
     if data.process not in processes.PROCESSES:
         return {}
-    return {
-        steps: _bayes(data.subset(mask), start, training_range, progress)
-        for steps, start in (("decoder_steps", first_predicted_step), ("all_steps", 0))
-    }
+    all_steps = _bayes(data.subset(mask), 0, training_range, progress)
+    if first_predicted_step == 0:  # a decoder of every step: one estimate serves both
+        return {"decoder_steps": all_steps, "all_steps": all_steps}
+    decoder_steps = _bayes(data.subset(mask), first_predicted_step, training_range, progress)
+    return {"decoder_steps": decoder_steps, "all_steps": all_steps}
 
 
 def _bayes(data, start, training_range, progress) -> dict[str, np.ndarray]:
