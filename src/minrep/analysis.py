@@ -298,6 +298,10 @@ class TrainingRange:
 CLASSICAL_LAGS = stats.CLASSICAL_LAGS
 
 YARDSTICKS = {
+    "latent_meaning": "what each surviving latent encodes: the R^2 of a readout of each label "
+    "(alpha, log10 D and, for tracks with a measurement, the reduced localisation error "
+    "sigma^2 / (2 D) and the exposure) from that latent alone and from all together; a latent "
+    "can encode a combination, so a row may have no R^2 near 1",
     "readout_by_length": "R^2 of readouts fitted on the latents of each trajectory's first n "
     "displacements, beside the best possible from the same n (bayes_r2): short tracks carry "
     "less information, so both fall; the gap between them is the model's",
@@ -435,11 +439,13 @@ class ReadoutPhase:
     mig: float | None
     dci: dict | None
     by_length: dict[int, dict | None] = field(default_factory=dict)  # readouts_by_length
+    meaning: dict[str, dict[str, float]] = field(default_factory=dict)  # latent_meaning
 
     def metrics(self) -> dict:
         out = {}
         for name, parameter in self.parameters.items():
             out.update(parameter.metrics(name))
+        out["latent_meaning"] = self.meaning
         out["extrapolation"] = self.extrapolation
         out["readout_by_length"] = {str(n): row for n, row in self.by_length.items()}
         if self.mig is not None:
@@ -575,7 +581,38 @@ def readout_phase(
     by_length = readouts_by_length(
         model, data, latents, training_range, seed=seed, progress=progress
     )
-    return ReadoutPhase(parameters, extrapolation, mig_score, dci_scores, by_length)
+    meaning = latent_meaning(latents.mu[mask], kept, _factors(data, mask), seed=seed)
+    return ReadoutPhase(parameters, extrapolation, mig_score, dci_scores, by_length, meaning)
+
+
+def _factors(data: io.Trajectories, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The varying labels of the judged trajectories a latent may encode: alpha, log10 D and,
+    for tracks simulated with a measurement, the reduced localisation error sigma^2 / (2 D)
+    and the exposure."""
+    labels = {"alpha": data.alpha, "log10_D": np.log10(data.D)}
+    for name in ("reduced_noise", "exposure"):
+        labels[name] = data.labels.get(name)
+    return {
+        name: np.asarray(values, dtype=np.float64)[mask]
+        for name, values in labels.items()
+        if values is not None and np.ptp(np.asarray(values, dtype=np.float64)[mask]) > 0
+    }
+
+
+def latent_meaning(mu, kept, factors: dict[str, np.ndarray], seed: int = 0) -> dict:
+    """What each surviving latent encodes: the held-out R^2 of a polynomial readout
+    (:func:`readout`) of each factor from that latent alone, and from all surviving latents
+    together (key ``"all"``). ``{latent or "all": {factor: R^2}}``; ``mu`` is ``(n, latents)``."""
+    columns = {str(int(k)): [int(k)] for k in kept}
+    columns["all"] = [int(k) for k in kept]
+    return {
+        name: {
+            factor: r_squared(truth[score], predicted)
+            for factor, truth in factors.items()
+            for score, predicted, _ in [readout(mu[:, cols], truth, seed=seed)]
+        }
+        for name, cols in columns.items()
+    }
 
 
 def _cell_means(values: np.ndarray, alpha: np.ndarray, D: np.ndarray):

@@ -459,6 +459,10 @@ def _readout_rows(m: dict) -> list[tuple]:
                 f"{m[f'tamsd_r2_{name}']:.4f}, mean |error| {m[f'tamsd_mae_{name}']:.4f}"
             )
             rows.append((name, text + _bayes_text(m.get(f"bayes_r2_{name}")), YARDSTICKS["r2"]))
+    for latent, r2 in m.get("latent_meaning", {}).items():
+        what = "all surviving latents" if latent == "all" else f"latent {latent} alone"
+        text = ", ".join(f"{factor} {value:.3f}" for factor, value in r2.items())
+        rows.append((f"R^2 from {what}", text, YARDSTICKS["latent_meaning"]))
     rows += [(k.upper(), _fmt(m[k]), YARDSTICKS[k]) for k in ("mig", "dci") if k in m]
     if m.get("extrapolation"):
         rows.append(
