@@ -19,6 +19,31 @@ from pathlib import Path
 PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "minrep" / "pretrained"
 
 
+def describe(model: dict, training: dict, data: dict) -> tuple[str, str, str]:
+    """The card's words for the decoder and the measurement, and the options of the
+    `minrep simulate` command that made the data."""
+    if model.get("decoder", "window") == "whole":
+        decoder = (
+            "the whole-trajectory decoder (every displacement predicted, memory of the whole "
+            f"past: `memory = {model.get('memory')!r}`, `ageing = {model.get('ageing')}`; "
+            f"trained on prefixes of random length from {training.get('crop_min_steps')} "
+            "displacements)"
+        )
+    else:
+        decoder = "the paper's decoder (receptive field 32)"
+    ranges = data.get("training_range") or {}
+    measured = [k for k in ("reduced_noise", "exposure") if k in ranges]
+    options = f"--dim {model['dim']} " if model["dim"] > 1 else ""
+    options += "".join(f"--{k.replace('_', '-')} 0:1 " for k in measured)
+    measurement = (
+        "; localisation error (sigma^2 / (2 D dt^alpha), per coordinate) and exposure (motion "
+        "blur, fraction of a frame) drawn per trajectory from 0-1"
+        if measured
+        else ""
+    )
+    return decoder, measurement, options
+
+
 def card(
     name: str, config: dict, metrics: dict, history: list[dict], trained_on: str, notes: str = ""
 ) -> str:
@@ -83,17 +108,28 @@ def card(
         ),
         *[(f"generated: {k}", f"{v:.4g}" if isinstance(v, float) else v) for k, v in g.items()],
     ]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     # Runs before the history's time columns were renamed wrote "seconds" (elapsed).
     minutes = float(last.get("elapsed_seconds", last.get("seconds"))) / 60
+    model = config["model"]
+    decoder, measurement, options = describe(model, training, data)
+    meaning = [
+        (
+            "R^2 from " + ("all surviving latents" if k == "all" else f"latent {k} alone"),
+            ", ".join(f"{factor} {value:.3f}" for factor, value in r2.items()),
+        )
+        for k, r2 in metrics.get("latent_meaning", {}).items()
+    ]
+    rows[2 + len(dimension) : 2 + len(dimension)] = meaning
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"""# Shipped model `{name}`
 
-{data["process"].upper()}, 1D, {config["model"]["latent_dim"]} latents, receptive field 32,
-`scale_equivariant = {config["model"]["scale_equivariant"]}` (see `minrep.model`).
+{data["process"].upper()}, {model["dim"]}D, {model["latent_dim"]} latents, {decoder},
+`scale_equivariant = {model["scale_equivariant"]}` (see `minrep.model`).
 
-- Data: the `paper` grid (21 alpha x 10 D, T = 400; BM: 10 D), {data["n_train"]} trained and
-  {data["n_val"]} validation trajectories, simulated with minrep's exact simulator, seed
-  {training["seed"]} (`minrep simulate {data["process"]} --preset paper --seed {training["seed"]}`).
+- Data: the `paper` grid (21 alpha x 10 D, T = 400; BM: 10 D){measurement}, {data["n_train"]}
+  trained and {data["n_val"]} validation trajectories, simulated with minrep's exact simulator,
+  seed {training["seed"]}
+  (`minrep simulate {data["process"]} --preset paper {options}--seed {training["seed"]}`).
 - Plan: {plan}; batch {training["batch_size"]}, Adam, split/initialisation seed {training["seed"]}.
 - Started from: {training.get("init") or "a fresh network"}.
 - Trained on: {trained_on}; {len(history)} epochs, {minutes:.1f} min.
