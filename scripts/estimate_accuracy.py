@@ -7,7 +7,8 @@ posterior mean under the same uniform prior and the exact likelihood) and of the
 and the coverage of minrep's 90 % intervals. For a model trained with a measurement (noise and
 exposure drawn over its training ranges), the best possible estimate is given the true noise
 and exposure of each track (a bound no estimator that must also find them reaches), the TA-MSD
-fit ignores them, and the RMS errors and coverage of minrep's noise and exposure are reported
+fit ignores them (exposures on 21 levels over the range, each a decomposition for the best
+possible estimate), and the RMS errors and coverage of minrep's noise and exposure are reported
 too. Lengths from 20 positions where the model encodes them. For a model trained with a
 measurement, also free diffusion as a microscope records it (alpha = 1, full-frame exposure,
 localisation error of reduced size sigma^2 / (2 D dt) = 0.1, 0.3, 1): the median alpha and
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minrep import estimation, io, stats
+from minrep import datasets, estimation, io, stats
 
 POSITIONS = (20, 50, 100, 400)  # track lengths T (T - 1 displacements), those the model takes
 
@@ -50,7 +51,8 @@ def main(argv=None) -> None:
         D = 10**log10_d
         reduced_noise = rng.uniform(*ranges.get("reduced_noise", (0.0, 0.0)), args.n)
         noise = np.sqrt(2 * reduced_noise * D)
-        exposure = rng.uniform(*ranges.get("exposure", (0.0, 0.0)), args.n)
+        # on 21 levels: the best possible estimate costs one decomposition per exposure
+        exposure = datasets.draw_measurement((*ranges.get("exposure", (0.0, 0.0)), 21), args.n, rng)
         n_steps = np.full(args.n, positions - 1)
         dim = model.config.dim
         tracks = estimation._simulate(process, alpha, D, n_steps, dim, rng, noise, exposure)
