@@ -76,6 +76,21 @@ def fgn_autocovariance(alpha: float, lags, D: float = 1.0, exposure: float = 0.0
     return D * (w(k + 1) - 2 * w(k) + w(np.abs(k - 1)))
 
 
+def fbm_msd(alpha: float, lags, D: float = 1.0, noise: float = 0.0, exposure: float = 0.0):
+    """Mean squared displacement per coordinate of observed FBM at integer ``lags`` (k,):
+    2 D t^alpha, and with a measurement (the module docstring) that of the recorded positions.
+    The displacements stay stationary, so MSD(t) = t gamma(0) + 2 sum_{k<t} (t - k) gamma(k)
+    (gamma: :func:`fgn_autocovariance` with the exposure), plus 2 noise^2 from the two ends."""
+    lags = np.asarray(lags, dtype=np.int64)
+    gamma = fgn_autocovariance(alpha, np.arange(lags.max()), D, exposure)
+    k = np.arange(gamma.size)
+    # S1(t) = sum_{1 <= k < t} gamma(k), S2(t) = the same weighted by k; index t - 1
+    s1 = np.concatenate([[0.0], np.cumsum(gamma[1:])])
+    s2 = np.concatenate([[0.0], np.cumsum(k[1:] * gamma[1:])])
+    t = lags.astype(np.float64)
+    return t * gamma[0] + 2 * (t * s1[lags - 1] - s2[lags - 1]) + 2 * noise**2
+
+
 def _window_average(alpha: float, f: float):
     """u -> W(u) = (1/f^2) int_0^f int_0^f |u + t - s|^alpha ds dt for integer u >= 0 (arrays).
 
