@@ -549,3 +549,22 @@ def test_latent_meaning_names_what_each_latent_encodes():
             else:
                 assert abs(r2) < 0.03  # independent: chance fits, measured up to 0.011
     assert all(r2 > 0.98 for r2 in meaning["all"].values())
+
+
+def test_generated_fbm_is_judged_against_the_recorded_process():
+    """The reference MSD of the FBM generation check is t^alpha for plain inputs and that of
+    the recorded process for inputs with localisation error and blur (flatter at short lags:
+    its lags 1-20 exponent is below alpha)."""
+    from minrep import datasets, stats
+
+    plain = datasets.make_dataset("fbm", alpha=(0.5, 1.5), D=(1e-3,), n_per_cell=2, seed=1)
+    lags = np.arange(1, 21)
+    rows = np.arange(len(plain))
+    np.testing.assert_allclose(
+        analysis._exact_fbm_msd(plain, rows, lags), lags[None] ** plain.alpha[:, None], rtol=1e-9
+    )
+    noisy = datasets.make_dataset(
+        "fbm", alpha=(0.5, 1.5), D=(1e-3,), n_per_cell=2, seed=1, reduced_noise=0.5, exposure=1.0
+    )
+    exponent, _ = stats.fit_power_law(lags, analysis._exact_fbm_msd(noisy, rows, lags))
+    assert (exponent < noisy.alpha - 0.05).all()
