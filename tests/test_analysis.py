@@ -568,3 +568,9 @@ def test_generated_fbm_is_judged_against_the_recorded_process():
     )
     exponent, _ = stats.fit_power_law(lags, analysis._exact_fbm_msd(noisy, rows, lags))
     assert (exponent < noisy.alpha - 0.05).all()
+    # Fig. 3a's exact curve: the fGn correlation, and with the error a more negative lag 1
+    half = np.flatnonzero(plain.alpha == 0.5)
+    fgn = processes.fgn_autocovariance(0.5, np.arange(6))
+    np.testing.assert_allclose(analysis._recorded_autocorrelation(plain, half, 5), fgn / fgn[0])
+    recorded = analysis._recorded_autocorrelation(noisy, half, 5)
+    assert recorded[1] < fgn[1] / fgn[0] - 0.05

@@ -737,15 +737,30 @@ receptive field of 32, inside the generated length of 6,000."""
 def _fbm_correlation(data, rows, generated, shown, max_lag) -> dict[float, Curves]:
     """Displacement autocorrelation up to ``max_lag`` of the generated trajectories, of all
     test trajectories and the exact one, for each alpha in ``shown``."""
-    lags = np.arange(max_lag + 1)
     return {
         a: Curves(
             generated=stats.displacement_autocorrelation(generated[data.alpha[rows] == a], max_lag),
             input=stats.displacement_autocorrelation(data.displacements[data.alpha == a], max_lag),
-            exact=processes.fgn_autocovariance(a, lags) / processes.fgn_autocovariance(a, [0])[0],
+            exact=_recorded_autocorrelation(data, np.flatnonzero(data.alpha == a), max_lag),
         )
         for a in shown
     }
+
+
+def _recorded_autocorrelation(data: io.Trajectories, rows: np.ndarray, max_lag: int):
+    """The exact displacement autocorrelation of FBM trajectories ``rows`` as recorded, pooled
+    as :func:`minrep.stats.displacement_autocorrelation` pools them (sums of covariances over
+    trajectories): the blurred fGn's plus the localisation error's, sigma^2 (2, -1, 0, ...)."""
+    lags = np.arange(max_lag + 1)
+    noise_shape = np.zeros(max_lag + 1)
+    noise_shape[0], noise_shape[1:2] = 2.0, -1.0
+    measurement = _measurement_of_each(data)
+    total = np.zeros(max_lag + 1)
+    for i in rows:
+        exposure, noise = measurement["exposure"][i], measurement["noise"][i]
+        total += processes.fgn_autocovariance(data.alpha[i], lags, data.D[i], exposure)
+        total += noise**2 * noise_shape
+    return total / total[0]
 
 
 def fbm_generation(
@@ -820,12 +835,17 @@ def fbm_generation(
     )
 
 
+def _measurement_of_each(data: io.Trajectories) -> dict[str, np.ndarray]:
+    """``noise`` and ``exposure`` of every trajectory, ``(n,)`` each (0 when not recorded)."""
+    return {k: np.broadcast_to(v, data.alpha.shape) for k, v in data.measurement().items()}
+
+
 def _exact_fbm_msd(data: io.Trajectories, rows: np.ndarray, lags: np.ndarray) -> np.ndarray:
     """The expected MSD of each picked test trajectory's process, as it was recorded
     (:func:`minrep.processes.fbm_msd` with its noise and exposure), over 2 D: ``(rows, lags)``.
     Its exponent is alpha without a measurement; with one, localisation error flattens the
     short lags and blur bends them, and generated tracks are judged against that."""
-    measurement = {k: np.broadcast_to(v, data.alpha.shape) for k, v in data.measurement().items()}
+    measurement = _measurement_of_each(data)
     out = np.empty((len(rows), len(lags)))
     for j, i in enumerate(rows):
         D, noise, exposure = data.D[i], measurement["noise"][i], measurement["exposure"][i]
