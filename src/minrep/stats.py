@@ -7,9 +7,6 @@ positions, time in steps). MSDs are summed over the ``dim`` components, so for t
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import scipy.fft
 import scipy.linalg
@@ -258,13 +255,6 @@ def _posterior_means(alphas, log_evidence, mean_log10_d) -> tuple[np.ndarray, np
     return posterior_alpha @ alphas, (posterior_alpha * mean_log10_d).sum(axis=1)
 
 
-def _threads() -> int:
-    """Threads for work numpy runs one core at a time: ``OMP_NUM_THREADS`` where set (the
-    limit a user gives every library), else the cores this process may use."""
-    given = os.environ.get("OMP_NUM_THREADS", "")
-    return int(given) if given.isdigit() and int(given) > 0 else len(os.sched_getaffinity(0))
-
-
 _MEASURED_CHUNK = 64  # trajectories at a time: (chunk, n_log10_D, L) floats, ~30 MB at L = 400
 
 
@@ -282,13 +272,13 @@ def _measured_evidence(dx, process, alphas, log10_d, noise, exposure, start, pro
     log_evidence = np.empty((n, len(alphas)))
     mean_log10_d = np.empty((n, len(alphas)))
     blocks = [length] if start == 0 else [length, start]
-
-    def one_alpha(i: int) -> None:  # fills column i; alphas run in threads (numpy frees the GIL)
+    steps = bar(alphas, desc="Bayes estimate", enabled=progress, nested=True, unit="alpha")
+    for i, a in enumerate(steps):
         for f in np.unique(exposure):
             rows = np.flatnonzero(exposure == f)
             bases = []
             for size in blocks:
-                cov = processes.displacement_covariance(process, alphas[i], size, exposure=f)
+                cov = processes.displacement_covariance(process, a, size, exposure=f)
                 bases.append(scipy.linalg.eigh(cov, processes.noise_covariance(size)))
             for lo in range(0, rows.size, _MEASURED_CHUNK):
                 chunk = rows[lo : lo + _MEASURED_CHUNK]
@@ -310,10 +300,4 @@ def _measured_evidence(dx, process, alphas, log10_d, noise, exposure, start, pro
                 total = weight.sum(axis=1)
                 log_evidence[chunk, i] = peak[:, 0] + np.log(total)
                 mean_log10_d[chunk, i] = weight @ log10_d / total
-
-    with ThreadPoolExecutor(_threads()) as pool:
-        futures = [pool.submit(one_alpha, i) for i in range(len(alphas))]
-        steps = bar(futures, desc="Bayes estimate", enabled=progress, nested=True, unit="alpha")
-        for future in steps:
-            future.result()  # in order; raises what the thread raised
     return log_evidence, mean_log10_d
