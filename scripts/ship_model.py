@@ -16,30 +16,51 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "minrep" / "pretrained"
 
 
 def describe(model: dict, training: dict, data: dict) -> tuple[str, str, str]:
     """The card's words for the decoder and the measurement, and the options of the
-    `minrep simulate` command that made the data."""
+    `minrep simulate` command that made the data (from the data file's record of them where
+    the file is at hand, else from the ranges the training recorded)."""
     if model.get("decoder", "window") == "whole":
+        crop = training.get("crop_min_steps")
+        prefixes = (
+            f"; trained on prefixes of random length from {crop} displacements" if crop else ""
+        )
         decoder = (
             "the whole-trajectory decoder (every displacement predicted, memory of the whole "
-            f"past: `memory = {model.get('memory')!r}`, `ageing = {model.get('ageing')}`; "
-            f"trained on prefixes of random length from {training.get('crop_min_steps')} "
-            "displacements)"
+            f"past: `memory = {model.get('memory')!r}`, `ageing = {model.get('ageing')}`{prefixes})"
         )
     else:
         decoder = "the paper's decoder (receptive field 32)"
-    ranges = data.get("training_range") or {}
-    measured = [k for k in ("reduced_noise", "exposure") if k in ranges]
+    source = Path(data.get("source", ""))
+    if source.is_file() and source.suffix == ".npz":
+        with np.load(source, allow_pickle=False) as file:
+            given = json.loads(str(file["meta"])).get("measurement", {})
+    else:
+        ranges = data.get("training_range") or {}
+        given = {
+            k: [round(v, 2) for v in ranges[k]]
+            for k in ("reduced_noise", "exposure")
+            if k in ranges
+        }
+    given = {k: v for k, v in given.items() if any(x != 0 for x in v[:2])}
     options = f"--dim {model['dim']} " if model["dim"] > 1 else ""
-    options += "".join(f"--{k.replace('_', '-')} 0:1 " for k in measured)
-    measurement = (
-        "; localisation error (sigma^2 / (2 D dt^alpha), per coordinate) and exposure (motion "
-        "blur, fraction of a frame) drawn per trajectory from 0-1"
-        if measured
-        else ""
+    options += "".join(
+        f"--{k.replace('_', '-')} {':'.join(f'{x:g}' for x in v)} " for k, v in given.items()
+    )
+    words = {
+        "noise": "localisation error (sd per coordinate)",
+        "reduced_noise": "localisation error sigma^2 / (2 D dt^alpha)",
+        "exposure": "exposure (fraction of a frame)",
+    }
+    measurement = "".join(
+        f"; {words[k]} "
+        + (f"drawn per trajectory from {v[0]:g} to {v[1]:g}" if len(v) > 1 else f"{v[0]:g}")
+        for k, v in given.items()
     )
     return decoder, measurement, options
 

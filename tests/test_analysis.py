@@ -549,6 +549,14 @@ def test_latent_meaning_names_what_each_latent_encodes():
             else:
                 assert abs(r2) < 0.03  # independent: chance fits, measured up to 0.011
     assert all(r2 > 0.98 for r2 in meaning["all"].values())
+    # The factors of recorded tracks: the error relative to the motion in a frame, also when
+    # the tracks were simulated with an absolute one.
+    absolute = datasets.make_dataset("fbm", "small", n_per_cell=2, noise=(0.0, 0.01), exposure=1)
+    factors = analysis._factors(absolute, np.ones(len(absolute), dtype=bool))
+    assert set(factors) == {"alpha", "log10_D", "reduced_noise"}  # the exposure does not vary
+    np.testing.assert_allclose(
+        factors["reduced_noise"], absolute.labels["noise"] ** 2 / (2 * absolute.D)
+    )
 
 
 def test_generated_fbm_is_judged_against_the_recorded_process():

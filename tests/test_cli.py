@@ -134,6 +134,15 @@ def test_simulate_bad_input_is_one_clear_line(tmp_path):
     assert result.exit_code == 2 and "unknown process 'levy'" in result.output
 
 
+def test_simulate_exposure_on_levels(tmp_path):
+    path = tmp_path / "x.npz"
+    result = run("simulate", "bm", "-o", path, "--n-per-cell", "30", "--exposure", "0:1:3")
+    assert result.exit_code == 0, result.output
+    assert set(np.unique(io.load_npz(path).labels["exposure"])) == {0.0, 0.5, 1.0}
+    result = run("simulate", "bm", "-o", tmp_path / "y.npz", "--exposure", "0:1:1.5")
+    assert result.exit_code == 2 and "count of levels must be a whole number >= 2" in result.output
+
+
 def test_simulate_andi_backend_without_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(andi, "installed_version", lambda: None)
     result = run("simulate", "ctrw", "-o", tmp_path / "x.npz", "--backend", "andi")

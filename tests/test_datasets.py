@@ -247,7 +247,8 @@ def test_exposure_on_levels_and_the_test_set_of_a_measured_model():
     levels = make_dataset("fbm", "small", n_per_cell=5, seed=4, exposure=(0.0, 1.0, 3))
     assert set(np.unique(levels.labels["exposure"])) == {0.0, 0.5, 1.0}
     assert parse_range("0:1:5") == (0.0, 1.0, 5) and parse_range("0:0.5") == (0.0, 0.5)
-    for spec in ("0:1:2.5", "0:1:0", "1:0:3", "0:1:2:3"):
+    assert "exposure" not in make_dataset("fbm", "small", n_per_cell=1, exposure=(0, 0, 3)).labels
+    for spec in ("0:1:2.5", "0:1:1", "1:0:3", "0:1:2:3"):
         with pytest.raises(ValueError):
             parse_range(spec)
     with pytest.raises(GridError, match="levels"):

@@ -827,3 +827,6 @@ def test_fbm_msd_of_observed_positions():
     x = np.cumsum(dx[:, 0], axis=1)
     measured = np.array([np.mean((x[:, lag] - x[:, 0]) ** 2) for lag in lags])
     np.testing.assert_allclose(measured, msd, rtol=0.08)
+    for bad in ([0, 1], [1.5], []):
+        with pytest.raises(ValueError, match="whole numbers >= 1"):
+            processes.fbm_msd(alpha, bad)

@@ -214,14 +214,14 @@ def test_float32_innovations_keep_the_likelihood():
 
 
 @pytest.mark.parametrize("process", ["bm", "fbm", "sbm"])
-@pytest.mark.parametrize("start", [0, 3])
-def test_bayes_estimate_with_measurement_equals_the_brute_force_posterior(process, start):
+@pytest.mark.parametrize(("start", "n_steps"), [(0, 10), (3, 10), (32, 399)])
+def test_bayes_estimate_with_measurement_equals_the_brute_force_posterior(process, start, n_steps):
     """With localisation noise and blur: the posterior means on a small grid written out with
     the multivariate normal density of every grid point (steps from ``start`` given the
     earlier ones: the density of all minus that of the first ``start``)."""
     import scipy.stats
 
-    n_steps, grid = 10, {"n_alpha": 4, "n_log10_D": 6}
+    grid = {"n_alpha": 4, "n_log10_D": 6}
     noise, exposure = np.array([0.0, 0.02, 0.05]), np.array([0.5, 0.0, 1.0])
     alpha = None if process == "bm" else np.array([0.4, 1.0, 1.6])
     dx = processes.simulate(
@@ -256,9 +256,9 @@ def test_bayes_estimate_with_measurement_equals_the_brute_force_posterior(proces
                 points.append((a, log10_d))
         weight = np.exp(np.array(log_p) - max(log_p))
         expected = weight @ np.array(points) / weight.sum()
-        # The estimate sums its terms in float32: log p off by ~6e-8 x 2 x 10 x |log var|
-        # (~200) ~ 1e-5 nat, which moves a posterior mean over a unit range by at most that.
-        np.testing.assert_allclose([estimate[0][i], estimate[1][i]], expected, rtol=0, atol=1e-5)
+        # The estimate sums its terms in float32: log p off by up to ~5e-4 nat at 400 steps
+        # (2D), which moves a posterior mean over a unit range by less than that.
+        np.testing.assert_allclose([estimate[0][i], estimate[1][i]], expected, rtol=0, atol=5e-4)
 
 
 def test_bayes_estimate_with_measurement_is_calibrated_and_beats_ignoring_it():

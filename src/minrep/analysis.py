@@ -592,8 +592,9 @@ def _factors(data: io.Trajectories, mask: np.ndarray) -> dict[str, np.ndarray]:
     for tracks simulated with a measurement, the reduced localisation error sigma^2 / (2 D)
     and the exposure."""
     labels = {"alpha": data.alpha, "log10_D": np.log10(data.D)}
-    for name in ("reduced_noise", "exposure"):
-        labels[name] = data.labels.get(name)
+    noise = data.labels.get("noise")
+    labels["reduced_noise"] = None if noise is None else np.asarray(noise) ** 2 / (2 * data.D)
+    labels["exposure"] = data.labels.get("exposure")
     return {
         name: np.asarray(values, dtype=np.float64)[mask]
         for name, values in labels.items()
@@ -609,9 +610,7 @@ def latent_meaning(mu, kept, factors: dict[str, np.ndarray], seed: int = 0) -> d
     columns["all"] = [int(k) for k in kept]
     return {
         name: {
-            factor: r_squared(truth[score], predicted)
-            for factor, truth in factors.items()
-            for score, predicted, _ in [readout(mu[:, cols], truth, seed=seed)]
+            factor: readout_r2(mu[:, cols], truth, seed=seed) for factor, truth in factors.items()
         }
         for name, cols in columns.items()
     }
@@ -725,6 +724,8 @@ class FBMGeneration:
     alpha_g_short: np.ndarray
     alpha_g_long: np.ndarray
     max_lag: int
+    exact_short: np.ndarray  # the same fits of the inputs' recorded process (alpha unmeasured)
+    exact_long: np.ndarray
     correlation: dict[float, Curves]
     receptive_field: int
 
@@ -752,8 +753,10 @@ def _recorded_autocorrelation(data: io.Trajectories, rows: np.ndarray, max_lag: 
     as :func:`minrep.stats.displacement_autocorrelation` pools them (sums of covariances over
     trajectories): the blurred fGn's plus the localisation error's, sigma^2 (2, -1, 0, ...)."""
     lags = np.arange(max_lag + 1)
-    noise_shape = np.zeros(max_lag + 1)
-    noise_shape[0], noise_shape[1:2] = 2.0, -1.0
+    noise_shape = np.zeros(max_lag + 1)  # sigma^2 (2, -1, 0, ...)
+    noise_shape[0] = 2.0
+    if max_lag >= 1:
+        noise_shape[1] = -1.0
     measurement = _measurement_of_each(data)
     total = np.zeros(max_lag + 1)
     for i in rows:
@@ -804,15 +807,14 @@ def fbm_generation(
         chosen = (all_lags >= low) & (all_lags <= high)
         return stats.fit_power_law(all_lags[chosen], msd[:, chosen])[0]
 
-    def error(low: int, high: int) -> tuple[np.ndarray, float]:
+    def error(low: int, high: int) -> tuple[np.ndarray, np.ndarray, float]:
         generated_exponent = fitted(group_msd, low, high)
         exact_exponent = fitted(group_exact, low, high)  # alpha without a measurement
-        return generated_exponent, float(
-            np.mean(np.abs(generated_exponent - exact_exponent)[inside])
-        )
+        difference = np.abs(generated_exponent - exact_exponent)[inside]
+        return generated_exponent, exact_exponent, float(np.mean(difference))
 
-    alpha_short, short_error = error(1, 20)
-    alpha_long, long_error = error(max_lag - 20, max_lag)
+    alpha_short, exact_short, short_error = error(1, 20)
+    alpha_long, exact_long, long_error = error(max_lag - 20, max_lag)
     metrics = {
         "n_generated": int(len(rows)),
         "n_steps": int(n_steps),
@@ -820,7 +822,7 @@ def fbm_generation(
         f"alpha_g_error_lags_{max_lag - 20}_{max_lag}": long_error,
     }
     if far_lag == FAR_LAGS[1]:
-        metrics[f"alpha_g_error_lags_{FAR_LAGS[0]}_{FAR_LAGS[1]}"] = error(*FAR_LAGS)[1]
+        metrics[f"alpha_g_error_lags_{FAR_LAGS[0]}_{FAR_LAGS[1]}"] = error(*FAR_LAGS)[2]
     shown = _nearest(alphas, (0.4, 1.0, 1.6))
     return FBMGeneration(
         metrics=metrics,
@@ -830,6 +832,8 @@ def fbm_generation(
         alpha_g_short=alpha_short,
         alpha_g_long=alpha_long,
         max_lag=max_lag,
+        exact_short=exact_short,
+        exact_long=exact_long,
         correlation=_fbm_correlation(data, rows, generated, shown, min(100, data.n_steps - 1)),
         receptive_field=model.receptive_field,
     )
@@ -844,7 +848,8 @@ def _exact_fbm_msd(data: io.Trajectories, rows: np.ndarray, lags: np.ndarray) ->
     """The expected MSD of each picked test trajectory's process, as it was recorded
     (:func:`minrep.processes.fbm_msd` with its noise and exposure), over 2 D: ``(rows, lags)``.
     Its exponent is alpha without a measurement; with one, localisation error flattens the
-    short lags and blur bends them, and generated tracks are judged against that."""
+    short lags (MSD + 2 sigma^2) and blur steepens them (BM: 2 D (t - f/3)), and generated
+    tracks are judged against that."""
     measurement = _measurement_of_each(data)
     out = np.empty((len(rows), len(lags)))
     for j, i in enumerate(rows):

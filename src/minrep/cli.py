@@ -319,7 +319,9 @@ def simulate(
     ] = False,
     noise: Annotated[
         str | None,
-        typer.Option(help="localisation error (sd per coordinate): 0.01 | 0:0.05 (per track)"),
+        typer.Option(
+            help="localisation error (sd per coordinate): 0.01 | 0:0.05 (per track) | 0:0.05:5"
+        ),
     ] = None,
     exposure: Annotated[
         str | None,
@@ -327,7 +329,7 @@ def simulate(
     ] = None,
     reduced_noise: Annotated[
         str | None,
-        typer.Option(help="localisation error as sigma^2 / (2 D): 0.5 | 0:1 (per track)"),
+        typer.Option(help="localisation error as sigma^2 / (2 D): 0.5 | 0:1 (per track) | 0:1:5"),
     ] = None,
 ):
     """Simulate a labelled dataset on a parameter grid and write it as .npz."""

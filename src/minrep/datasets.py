@@ -133,8 +133,8 @@ def parse_range(spec: str) -> float | tuple:
     if len(values) >= 2 and values[0] > values[1]:
         raise ValueError(f"{spec!r}: low must not exceed high")
     if len(values) == 3:
-        if not (values[2] >= 1 and values[2] == int(values[2])):
-            raise ValueError(f"{spec!r}: the count of levels must be a whole number >= 1")
+        if not (values[2] >= 2 and values[2] == int(values[2])):
+            raise ValueError(f"{spec!r}: the count of levels must be a whole number >= 2")
         return (values[0], values[1], int(values[2]))
     return values[0] if len(values) == 1 else values
 
@@ -294,9 +294,9 @@ def make_dataset(
     measured = {"noise": noise, "exposure": exposure, "reduced_noise": reduced_noise}
     for name, setting in measured.items():
         _check_measurement_setting(name, setting)
-    if np.any(np.asarray(noise) != 0) and np.any(np.asarray(reduced_noise) != 0):
+    if _set(noise) and _set(reduced_noise):
         raise GridError("reduced_noise", "give noise or reduced_noise, not both")
-    measuring = any(np.any(np.asarray(v) != 0) for v in measured.values())
+    measuring = any(_set(v) for v in measured.values())
     if measuring and backend != "numpy":
         raise GridError("backend", "noise and exposure are simulated by the numpy backend only")
     labels = {"alpha": alphas, "D": Ds, "process": np.full(alphas.size, process)}
@@ -337,7 +337,7 @@ def make_dataset(
         meta["measurement"] = {
             k: np.atleast_1d(v).tolist()
             for k, v in measured.items()
-            if k != "reduced_noise" or np.any(np.asarray(v) != 0)
+            if k != "reduced_noise" or _set(v)
         }
     if backend == "andi":
         meta["andi_datasets_version"] = andi.installed_version()
@@ -362,7 +362,9 @@ def paper_test_set(
     (:func:`minrep.train.training_range`) reads tracks: in ``dim`` dimensions and, for a model
     trained with a measurement, with the localisation error (its ``reduced_noise`` range) and
     motion blur (:data:`TEST_EXPOSURE_LEVELS` levels over its ``exposure`` range) drawn per
-    trajectory."""
+    trajectory. The error is drawn relative to the motion in a frame, as
+    ``--reduced-noise`` simulates it; a model trained with an absolute ``--noise`` over a
+    range of D records the ratio's whole span, and is tested over it at every D."""
     ranges = training_range or {}
     measurement = {}
     if "reduced_noise" in ranges:
@@ -375,12 +377,17 @@ def paper_test_set(
     )  # fmt: skip
 
 
+def _set(setting) -> bool:
+    """Whether a measurement setting (a value, a range or levels) is anything but 0."""
+    return bool(np.any(np.atleast_1d(np.asarray(setting, dtype=float))[:2] != 0))
+
+
 def _check_measurement_setting(name: str, setting) -> None:
     values = np.atleast_1d(np.asarray(setting, dtype=float))
     upper = 1.0 if name == "exposure" else math.inf
     bad = values.size not in (1, 2, 3) or not np.all(np.isfinite(values))
     if values.size == 3:
-        bad = bad or not (values[2] >= 1 and values[2] == int(values[2]))
+        bad = bad or not (values[2] >= 2 and values[2] == int(values[2]))
         values = values[:2]
     if bad:
         raise GridError(

@@ -214,13 +214,15 @@ def fbm_generation(g: FBMGeneration, training_range: TrainingRange, path: Path) 
         "3b: sliding exponent of the generated TA-MSD (dashed: receptive field)", fontsize=10
     )
     _colorbar(figure, ax, cmap, low, high, "input alpha")
-    for ax, values, lags in (
-        (axes[1, 0], g.alpha_g_short, "1-20"),
-        (axes[1, 1], g.alpha_g_long, f"{g.max_lag - 20}-{g.max_lag}"),
+    for ax, values, exact, lags in (
+        (axes[1, 0], g.alpha_g_short, g.exact_short, "1-20"),
+        (axes[1, 1], g.alpha_g_long, g.exact_long, f"{g.max_lag - 20}-{g.max_lag}"),
     ):
         _shade_training_range(ax, *training_range.alpha)
         ax.plot(g.alphas, values, "o", ms=3, label="generated")
         ax.plot([0, 2], [0, 2], "k:", lw=1, label="alpha_g = alpha")
+        if not np.allclose(exact, g.alphas, atol=1e-6):  # inputs recorded with a measurement
+            ax.plot(g.alphas, exact, "k-", lw=1, label="the inputs' recorded process (exact)")
         ax.set(xlabel="input alpha", ylabel="alpha_g", xlim=(0, 2), ylim=(0, 2.2))
         ax.set_title(f"alpha_g from one fit over lags {lags}", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")

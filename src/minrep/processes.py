@@ -81,7 +81,10 @@ def fbm_msd(alpha: float, lags, D: float = 1.0, noise: float = 0.0, exposure: fl
     2 D t^alpha, and with a measurement (the module docstring) that of the recorded positions.
     The displacements stay stationary, so MSD(t) = t gamma(0) + 2 sum_{k<t} (t - k) gamma(k)
     (gamma: :func:`fgn_autocovariance` with the exposure), plus 2 noise^2 from the two ends."""
-    lags = np.asarray(lags, dtype=np.int64)
+    given = np.asarray(lags)
+    lags = given.astype(np.int64)
+    if lags.size == 0 or (lags != given).any() or (lags < 1).any():
+        raise ValueError(f"lags must be whole numbers >= 1, got {given}")
     gamma = fgn_autocovariance(alpha, np.arange(lags.max()), D, exposure)
     k = np.arange(gamma.size)
     # S1(t) = sum_{1 <= k < t} gamma(k), S2(t) = the same weighted by k; index t - 1

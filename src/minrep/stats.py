@@ -286,8 +286,8 @@ def _measured_evidence(dx, process, alphas, log10_d, noise, exposure, start, pro
                 log_p = 0.0
                 for sign, size, (lam, vectors) in zip((1, -1), blocks, bases, strict=False):
                     y2 = ((dx[chunk, :, :size] @ vectors) ** 2).sum(axis=1)  # (m, size)
-                    # (m, n_D, size) in float32, three times faster: the sums over the steps
-                    # are then off by ~1e-4 nat, far below the posterior's width.
+                    # (m, n_D, size) in float32, 1.7x faster: the log-likelihood is then off
+                    # by up to ~5e-4 nat at 400 steps, far below the posterior's width.
                     scaled = (d[:, None] * lam[None, :]).astype(np.float32)
                     var = scaled[None] + sigma2.astype(np.float32)
                     chi2 = np.einsum("mdl,ml->md", 1 / var, y2.astype(np.float32))
