@@ -146,6 +146,8 @@ def test_a_model_trained_with_a_measurement_estimates_noise_and_exposure():
     }  # fmt: skip
     calibration = estimation.calibrate(model, "fbm", longest=60, n_tracks=4000, seed=1)
     assert {"noise_ratio", "exposure"} <= set(calibration.parameters)
+    # the measurement's signature in the displacements joins the latents as features
+    assert calibration.correlation_lags == estimation.MEASUREMENT_LAGS
     assert calibration.training_range["exposure"] == [0.0, 1.0]
     rng = np.random.default_rng(5)
     n = 6000
@@ -231,3 +233,19 @@ def test_the_same_tracks_in_every_tracking_format_give_identical_estimates(tmp_p
             check_exact=True,
             obj=name,
         )
+
+
+def test_displacement_correlations_of_the_calibration_features(fbm):
+    """Pooled over coordinates and time, padding ignored: +1 for a constant step, -1 for
+    alternating steps, 0 where the track is shorter than the lag; none for the shipped 1D
+    models, whose calibrations were written before (and whose tracks have no measurement)."""
+    steps = np.full((3, 2, 6), np.nan, dtype=np.float32)
+    steps[0] = 1.0
+    steps[1] = [[1, -1, 1, -1, 1, -1], [2, -2, 2, -2, 2, -2]]
+    steps[2, :, :2] = [[1, -1], [1, -1]]
+    tracks = io.Trajectories(steps, lengths=np.array([6, 6, 2]))
+    correlations = estimation._correlations(tracks, [1, 2])
+    np.testing.assert_allclose(correlations[0], [5 / 6, 4 / 6])
+    np.testing.assert_allclose(correlations[1], [-5 / 6, 4 / 6])
+    np.testing.assert_allclose(correlations[2], [-1 / 2, 0.0])
+    assert fbm[1].correlation_lags == []
