@@ -6,7 +6,8 @@ minrep's estimate, of the best possible estimate (`stats.bayes_estimate` from al
 posterior mean under the same uniform prior and the exact likelihood) and of the TA-MSD fit,
 and the coverage of minrep's 90 % intervals. For a model trained with a measurement (noise and
 exposure drawn over its training ranges), the best possible estimate is given the true noise
-and exposure of each track (a bound no estimator that must also find them reaches), the TA-MSD
+and exposure of each track (the error as drawn, relative to the motion: a bound no
+estimator that must also find them reaches), the TA-MSD
 fit ignores them (exposures on 21 levels over the range, each a decomposition for the best
 possible estimate), and the RMS errors and coverage of minrep's noise and exposure are reported
 too. Lengths from 20 positions where the model encodes them. For a model trained with a
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
         table = estimation.estimate(model, tracks, calibration)
         bayes = stats.bayes_estimate(
             tracks.displacements, process, (low, high), tuple(d_range),
-            noise=noise, exposure=exposure,
+            reduced_noise=reduced_noise, exposure=exposure,
         )  # fmt: skip
         tamsd_alpha, tamsd_d = stats.estimate_alpha_D(tracks.displacements)
         row = {"positions": positions, "n": args.n}

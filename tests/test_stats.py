@@ -261,6 +261,40 @@ def test_bayes_estimate_with_measurement_equals_the_brute_force_posterior(proces
         np.testing.assert_allclose([estimate[0][i], estimate[1][i]], expected, rtol=0, atol=5e-4)
 
 
+@pytest.mark.parametrize("process", ["bm", "fbm", "sbm"])
+def test_bayes_estimate_with_a_reduced_error_equals_the_brute_force_posterior(process):
+    """The error known relative to the motion, sigma^2 = 2 r D at each D of the grid."""
+    import scipy.stats
+
+    n_steps, grid = 10, {"n_alpha": 4, "n_log10_D": 6}
+    reduced, exposure = np.array([0.0, 0.3, 1.0]), np.array([0.5, 0.0, 1.0])
+    alpha = None if process == "bm" else np.array([0.4, 1.0, 1.6])
+    noise = np.sqrt(2 * reduced * 1e-3)
+    dx = processes.simulate(
+        process, alpha, 1e-3, n_steps, 3, dim=2, seed=8, dtype=np.float64, noise=noise,
+        exposure=exposure,
+    )  # fmt: skip
+    estimate = stats.bayes_estimate(
+        dx, process, (0.2, 1.8), (1e-4, 1e-2), reduced_noise=reduced, exposure=exposure, **grid
+    )
+    alphas = [1.0] if process == "bm" else np.linspace(0.2, 1.8, grid["n_alpha"])
+    for i in range(3):
+        log_p, points = [], []
+        for a in alphas:
+            for log10_d in np.linspace(-4, -2, grid["n_log10_D"]):
+                sigma = np.sqrt(2 * reduced[i] * 10**log10_d)
+                cov = processes.displacement_covariance(
+                    process, a, n_steps, 10**log10_d, sigma, exposure[i]
+                )
+                log_p.append(sum(scipy.stats.multivariate_normal(cov=cov).logpdf(c) for c in dx[i]))
+                points.append((a, log10_d))
+        weight = np.exp(np.array(log_p) - max(log_p))
+        expected = weight @ np.array(points) / weight.sum()
+        np.testing.assert_allclose([estimate[0][i], estimate[1][i]], expected, rtol=0, atol=5e-4)
+    with pytest.raises(ValueError, match="not both"):
+        stats.bayes_estimate(dx, process, (0.2, 1.8), (1e-4, 1e-2), noise=0.1, reduced_noise=0.5)
+
+
 def test_bayes_estimate_with_measurement_is_calibrated_and_beats_ignoring_it():
     """Noise and blur drawn per trajectory, independently of alpha and D, known to the
     estimate: the posterior mean is still the conditional mean of the truth (slope 1, as

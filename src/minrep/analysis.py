@@ -469,6 +469,17 @@ def _bayes_estimates(data, mask, first_predicted_step, training_range, progress)
     return {"decoder_steps": decoder_steps, "all_steps": all_steps}
 
 
+def _known_measurement(data: io.Trajectories) -> dict:
+    """The measurement the best possible estimate is given, as the tracks were drawn: the
+    error relative to the motion (``reduced_noise``) where it is a label, for it then grows
+    with D, else the absolute one."""
+    measurement = data.measurement()
+    if "reduced_noise" in data.labels:
+        measurement["reduced_noise"] = data.labels["reduced_noise"]
+        del measurement["noise"]
+    return measurement
+
+
 def _bayes(data, start, training_range, progress) -> dict[str, np.ndarray]:
     """:func:`minrep.stats.bayes_estimate` of every trajectory of ``data`` from step
     ``start`` on: ``{"alpha": ..., "log10_D": ...}``."""
@@ -479,7 +490,7 @@ def _bayes(data, start, training_range, progress) -> dict[str, np.ndarray]:
         training_range.D,
         start=start,
         progress=progress,
-        **data.measurement(),
+        **_known_measurement(data),
     )
     return {"alpha": alpha, "log10_D": log10_d}
 

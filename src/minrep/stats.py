@@ -198,6 +198,7 @@ def bayes_estimate(
     progress: bool = False,
     noise=0.0,
     exposure=0.0,
+    reduced_noise=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best possible estimate of alpha and log10 D of each trajectory: the posterior mean
     under a uniform prior on ``alpha_range`` x ``log10(D_range)`` (a grid of ``n_alpha`` x
@@ -212,6 +213,10 @@ def bayes_estimate(
     ``noise`` and ``exposure`` (scalars or ``(n,)``, known) are the measurement of
     :func:`minrep.processes.simulate`; with them the likelihood stays exact, at the cost of one
     generalised eigendecomposition per alpha on the grid and distinct exposure.
+    ``reduced_noise`` r (instead of ``noise``; scalar or ``(n,)``) gives the error as known
+    relative to the motion in a frame, sigma^2 = 2 r D at every D of the grid: the best
+    possible estimate for tracks drawn with ``--reduced-noise``, whose sigma grows with D (an
+    absolute sigma there would hide from the estimate what it says about D).
     """
     from minrep import processes  # stats stays importable without the simulators
 
@@ -219,10 +224,13 @@ def bayes_estimate(
     n, dim, length = dx.shape
     alphas = np.array([1.0]) if process == "bm" else np.linspace(*alpha_range, n_alpha)
     log10_d = np.linspace(np.log10(D_range[0]), np.log10(D_range[1]), n_log10_D)
-    noise, exposure = processes.check_measurement(noise, exposure, n)
+    relative = reduced_noise is not None
+    if relative and np.any(np.asarray(noise) != 0):
+        raise ValueError("give noise or reduced_noise, not both")
+    noise, exposure = processes.check_measurement(reduced_noise if relative else noise, exposure, n)
     if (noise > 0).any() or (exposure > 0).any():
         log_evidence, mean_log10_d = _measured_evidence(
-            dx, process, alphas, log10_d, noise, exposure, start, progress
+            dx, process, alphas, log10_d, noise, exposure, start, progress, relative
         )
         return _posterior_means(alphas, log_evidence, mean_log10_d)
     d = 10.0**log10_d
@@ -258,13 +266,14 @@ def _posterior_means(alphas, log_evidence, mean_log10_d) -> tuple[np.ndarray, np
 _MEASURED_CHUNK = 64  # trajectories at a time: (chunk, n_log10_D, L) floats, ~30 MB at L = 400
 
 
-def _measured_evidence(dx, process, alphas, log10_d, noise, exposure, start, progress):
+def _measured_evidence(dx, process, alphas, log10_d, noise, exposure, start, progress, relative):
     """:func:`bayes_estimate`'s log evidence and posterior mean of log10 D per alpha with
     localisation noise and blur. The covariance D A + sigma^2 N (A the process's at D = 1 and
     exposure f, N the noise's) is diagonal, D lambda + sigma^2, in the basis V of the
     generalised eigenproblem A v = lambda N v: each (alpha, f) costs one decomposition, each
     (trajectory, D) O(L). Steps from ``start`` on are conditioned on the earlier ones by
-    subtracting the log-likelihood of those."""
+    subtracting the log-likelihood of those. With ``relative``, ``noise`` holds the reduced
+    error r: sigma^2 = 2 r D."""
     from minrep import processes
 
     n, dim, length = dx.shape
@@ -282,7 +291,12 @@ def _measured_evidence(dx, process, alphas, log10_d, noise, exposure, start, pro
                 bases.append(scipy.linalg.eigh(cov, processes.noise_covariance(size)))
             for lo in range(0, rows.size, _MEASURED_CHUNK):
                 chunk = rows[lo : lo + _MEASURED_CHUNK]
-                sigma2 = noise[chunk, None, None] ** 2
+                # sigma^2 per trajectory, or per trajectory and D: (m, 1 or n_D, 1)
+                sigma2 = (
+                    2 * noise[chunk, None, None] * d[None, :, None]
+                    if relative
+                    else noise[chunk, None, None] ** 2
+                )
                 log_p = 0.0
                 for sign, size, (lam, vectors) in zip((1, -1), blocks, bases, strict=False):
                     y2 = ((dx[chunk, :, :size] @ vectors) ** 2).sum(axis=1)  # (m, size)
