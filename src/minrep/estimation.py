@@ -130,7 +130,7 @@ class Calibration:
         return (raw - np.asarray(self.feature_mean)) / np.asarray(self.feature_scale)
 
 
-MEASUREMENT_LAGS = [1, 2]
+MEASUREMENT_LAGS = [1, 2, 3, 4, 8]
 """Lags of the displacement autocorrelation a calibration of a model trained with a
 measurement adds to the latents. Localisation error (negative at lag 1) and blur (positive)
 leave their mark there, and the latents do not carry it: the decoder infers it from the
