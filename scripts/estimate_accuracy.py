@@ -7,7 +7,8 @@ posterior mean under the same uniform prior and the exact likelihood) and of the
 and the coverage of minrep's 90 % intervals. For a model trained with a measurement (noise and
 exposure drawn over its training ranges), the best possible estimate is given the true noise
 and exposure of each track (the error as drawn, relative to the motion: a bound no
-estimator that must also find them reaches), the TA-MSD
+estimator that must also find them reaches; beside it the best possible estimate that is not
+told them, `stats.bayes_estimate_measurement_unknown`, the bound minrep can reach), the TA-MSD
 fit ignores them (exposures on 21 levels over the range, each a decomposition for the best
 possible estimate), and the RMS errors and coverage of minrep's noise and exposure are reported
 too. Lengths from 20 positions where the model encodes them. For a model trained with a
@@ -63,11 +64,19 @@ def main(argv=None) -> None:
             reduced_noise=reduced_noise, exposure=exposure,
         )  # fmt: skip
         tamsd_alpha, tamsd_d = stats.estimate_alpha_D(tracks.displacements)
+        unknown = {}
+        if "exposure" in ranges and "reduced_noise" in ranges:  # the bound minrep can reach
+            unknown["best_possible_measurement_unknown"] = stats.bayes_estimate_measurement_unknown(
+                tracks.displacements, process, (low, high), tuple(d_range),
+                reduced_noise_range=tuple(ranges["reduced_noise"]),
+                exposure_range=tuple(ranges["exposure"]),
+            )  # fmt: skip
         row = {"positions": positions, "n": args.n}
         estimates = {
             "minrep": (table["alpha"].to_numpy(), np.log10(table["D"].to_numpy())),
             "best_possible": bayes,
             "ta_msd": (tamsd_alpha, np.log10(tamsd_d)),
+            **unknown,
         }
         for name, (a, d) in estimates.items():
             row[f"rmse_alpha_{name}"] = float(np.sqrt(np.mean((a - alpha) ** 2)))
@@ -76,9 +85,10 @@ def main(argv=None) -> None:
             row[f"mae_log10_D_{name}"] = float(np.mean(np.abs(d - log10_d)))
         if process != "bm":  # BM's alpha is 1 by assumption: no error, no ratio
             row["mae_alpha_ratio_ta_msd"] = row["mae_alpha_minrep"] / row["mae_alpha_ta_msd"]
-            row["mae_alpha_ratio_best_possible"] = (
-                row["mae_alpha_minrep"] / row["mae_alpha_best_possible"]
-            )
+            for bound in ("best_possible", *unknown):
+                row[f"mae_alpha_ratio_{bound}"] = (
+                    row["mae_alpha_minrep"] / row[f"mae_alpha_{bound}"]
+                )
         truths = {"alpha": alpha, "D": D, "noise": noise, "exposure": exposure}
         for name, truth in truths.items():
             if name not in table:

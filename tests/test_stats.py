@@ -295,6 +295,46 @@ def test_bayes_estimate_with_a_reduced_error_equals_the_brute_force_posterior(pr
         stats.bayes_estimate(dx, process, (0.2, 1.8), (1e-4, 1e-2), noise=0.1, reduced_noise=0.5)
 
 
+def test_bayes_estimate_with_the_measurement_unknown_marginalises_it():
+    """One grid point each: the estimate given that measurement. Two errors: the brute-force
+    posterior mean over (alpha, D, r) with the multivariate normal density."""
+    import scipy.stats
+
+    n_steps, grid = 8, {"n_alpha": 4, "n_log10_D": 6}
+    dx = processes.simulate(
+        "fbm", np.array([0.5, 1.4]), 1e-3, n_steps, 2, dim=2, seed=3, dtype=np.float64,
+        noise=np.sqrt(2 * 0.5 * 1e-3), exposure=0.6,
+    )  # fmt: skip
+    given = stats.bayes_estimate(
+        dx, "fbm", (0.2, 1.8), (1e-4, 1e-2), reduced_noise=0.5, exposure=0.6, **grid
+    )
+    one_point = stats.bayes_estimate_measurement_unknown(
+        dx, "fbm", (0.2, 1.8), (1e-4, 1e-2), reduced_noise_range=(0.5, 0.5),
+        exposure_range=(0.6, 0.6), n_reduced_noise=1, n_exposure=1, **grid,
+    )  # fmt: skip
+    np.testing.assert_allclose(one_point, given, rtol=1e-12)
+    marginal = stats.bayes_estimate_measurement_unknown(
+        dx, "fbm", (0.2, 1.8), (1e-4, 1e-2), reduced_noise_range=(0.2, 0.8),
+        exposure_range=(0.6, 0.6), n_reduced_noise=2, n_exposure=1, **grid,
+    )  # fmt: skip
+    for i in range(2):
+        log_p, points = [], []
+        for r in (0.2, 0.8):
+            for a in np.linspace(0.2, 1.8, 4):
+                for log10_d in np.linspace(-4, -2, 6):
+                    sigma = np.sqrt(2 * r * 10**log10_d)
+                    cov = processes.displacement_covariance(
+                        "fbm", a, n_steps, 10**log10_d, sigma, 0.6
+                    )
+                    density = scipy.stats.multivariate_normal(cov=cov)
+                    log_p.append(sum(density.logpdf(c) for c in dx[i]))
+                    points.append((a, log10_d))
+        weight = np.exp(np.array(log_p) - max(log_p))
+        expected = weight @ np.array(points) / weight.sum()
+        # float32 sums (bayes_estimate): log p off by far less than 1e-4 nat at 8 steps
+        np.testing.assert_allclose([marginal[0][i], marginal[1][i]], expected, atol=1e-4)
+
+
 def test_bayes_estimate_with_measurement_is_calibrated_and_beats_ignoring_it():
     """Noise and blur drawn per trajectory, independently of alpha and D, known to the
     estimate: the posterior mean is still the conditional mean of the truth (slope 1, as

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 import scipy.linalg
+import scipy.special
 
 from minrep.progress import bar
 
@@ -253,6 +254,45 @@ def bayes_estimate(
             log_evidence[lo : lo + _CHUNK, i] = peak[:, 0] + np.log(total)
             mean_log10_d[lo : lo + _CHUNK, i] = weight @ log10_d / total
     return _posterior_means(alphas, log_evidence, mean_log10_d)
+
+
+def bayes_estimate_measurement_unknown(
+    displacements,
+    process: str,
+    alpha_range: tuple[float, float],
+    D_range: tuple[float, float],
+    *,
+    reduced_noise_range: tuple[float, float] = (0.0, 1.0),
+    exposure_range: tuple[float, float] = (0.0, 1.0),
+    n_reduced_noise: int = 11,
+    n_exposure: int = 6,
+    n_alpha: int = 41,
+    n_log10_D: int = 151,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bayes_estimate` for tracks whose localisation error and exposure are not known:
+    the posterior mean of alpha and log10 D with the reduced error r (sigma^2 = 2 r D) and the
+    exposure marginalised under uniform priors on their ranges (grids of ``n_reduced_noise`` x
+    ``n_exposure`` points). The best possible estimate of an estimator that must find the
+    measurement itself, as a model's latents must. ``(n,)`` each; costs ``n_reduced_noise`` x
+    ``n_exposure`` times a measured :func:`bayes_estimate`."""
+    dx = _as_displacements(displacements)
+    n = dx.shape[0]
+    alphas = np.array([1.0]) if process == "bm" else np.linspace(*alpha_range, n_alpha)
+    log10_d = np.linspace(np.log10(D_range[0]), np.log10(D_range[1]), n_log10_D)
+    evidence, mean_log10_d = [], []  # per (r, f): (n, n_alpha) each
+    for r in np.linspace(*reduced_noise_range, n_reduced_noise):
+        for f in np.linspace(*exposure_range, n_exposure):
+            # r = 0 as a tiny r: the relative form needs sigma^2 = 2 r D > 0 to take this path
+            e, m = _measured_evidence(
+                dx, process, alphas, log10_d, np.full(n, max(r, 1e-12)), np.full(n, f), 0,
+                False, True,
+            )  # fmt: skip
+            evidence.append(e)
+            mean_log10_d.append(m)
+    evidence, mean_log10_d = np.stack(evidence), np.stack(mean_log10_d)
+    per_alpha = scipy.special.logsumexp(evidence, axis=0)  # (n, n_alpha)
+    given_alpha = (np.exp(evidence - per_alpha[None]) * mean_log10_d).sum(axis=0)
+    return _posterior_means(alphas, per_alpha, given_alpha)
 
 
 def _posterior_means(alphas, log_evidence, mean_log10_d) -> tuple[np.ndarray, np.ndarray]:
