@@ -140,6 +140,7 @@ def test_a_model_trained_with_a_measurement_estimates_noise_and_exposure():
     """Conformal intervals cover 90 % whatever the model (here an untrained one, whose
     intervals are wide): noise and exposure of fresh measured tracks, per length class; the
     noise is in length units, scaled with the track, and the exposure is not."""
+    torch.manual_seed(0)  # the untrained network, hence the intervals' widths, fixed
     model = VAE(ModelConfig(decoder="whole", scale_equivariant=True))
     model.training_range = {
         "alpha": [0.2, 1.8], "D": [1e-5, 1e-2], "reduced_noise": [0.0, 1.0], "exposure": [0.0, 1.0]
