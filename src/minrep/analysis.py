@@ -774,7 +774,10 @@ def _recorded_autocorrelation(data: io.Trajectories, rows: np.ndarray, max_lag: 
         exposure, noise = measurement["exposure"][i], measurement["noise"][i]
         total += processes.fgn_autocovariance(data.alpha[i], lags, data.D[i], exposure)
         total += noise**2 * noise_shape
-    return total / total[0]
+    correlation = total / total[0]
+    # Exact zeros (BM beyond lag 1) come out as rounding, ~1e-17, which a log axis would show
+    correlation[np.abs(correlation) < 1e-12] = 0.0
+    return correlation
 
 
 def fbm_generation(
