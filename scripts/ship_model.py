@@ -21,6 +21,15 @@ import numpy as np
 PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "minrep" / "pretrained"
 
 
+def data_meta(data: dict) -> dict:
+    """The record the data file keeps of how it was made, where the file is at hand."""
+    source = Path(data.get("source", ""))
+    if not (source.is_file() and source.suffix == ".npz"):
+        return {}
+    with np.load(source, allow_pickle=False) as file:
+        return json.loads(str(file["meta"]))
+
+
 def describe(model: dict, training: dict, data: dict) -> tuple[str, str, str]:
     """The card's words for the decoder and the measurement, and the options of the
     `minrep simulate` command that made the data (from the data file's record of them where
@@ -36,10 +45,9 @@ def describe(model: dict, training: dict, data: dict) -> tuple[str, str, str]:
         )
     else:
         decoder = "the paper's decoder (receptive field 32)"
-    source = Path(data.get("source", ""))
-    if source.is_file() and source.suffix == ".npz":
-        with np.load(source, allow_pickle=False) as file:
-            given = json.loads(str(file["meta"])).get("measurement", {})
+    meta = data_meta(data)
+    if meta:
+        given = meta.get("measurement", {})
     else:
         ranges = data.get("training_range") or {}
         given = {
@@ -76,8 +84,21 @@ def card(
             return f"beta {schedule['value']:g}"
         return f"beta {schedule['kind']} {schedule['start']:g} -> {schedule['end']:g}"
 
-    plan = "; ".join(
-        f"{s['epochs']} epochs at {beta(s['beta'])}, lr {s['lr']:g} ({s['policy']})" for s in stages
+    def stage(s: dict) -> str:
+        words = f"{s['epochs']} epochs at {beta(s['beta'])}, lr {s['lr']:g} ({s['policy']})"
+        if s.get("decoder_only"):
+            words += ", decoder only"
+        if s.get("start_from"):
+            words += f", from the weights at the end of stage {s['start_from']}"
+        if s.get("compare_with"):
+            words += f", kept only if its held-out loss beats stage {s['compare_with']}'s"
+        return words
+
+    plan = "; ".join(stage(s) for s in stages)
+    outcome = "".join(
+        f"\n- Epoch {row['epoch']}: {row['note']}."
+        for row in history
+        if row.get("note", "").endswith(("kept", "restored"))
     )
     last = history[-1]
     g = metrics.get("generation", {})
@@ -133,6 +154,7 @@ def card(
     minutes = float(last.get("elapsed_seconds", last.get("seconds"))) / 60
     model = config["model"]
     decoder, measurement, options = describe(model, training, data)
+    data_seed = data_meta(data).get("seed", training["seed"])
     meaning = [
         (
             "R^2 from " + ("all surviving latents" if k == "all" else f"latent {k} alone"),
@@ -149,9 +171,10 @@ def card(
 
 - Data: the `paper` grid (21 alpha x 10 D, T = 400; BM: 10 D){measurement}, {data["n_train"]}
   trained and {data["n_val"]} validation trajectories, simulated with minrep's exact simulator,
-  seed {training["seed"]}
-  (`minrep simulate {data["process"]} --preset paper {options}--seed {training["seed"]}`).
-- Plan: {plan}; batch {training["batch_size"]}, Adam, split/initialisation seed {training["seed"]}.
+  seed {data_seed}
+  (`minrep simulate {data["process"]} --preset paper {options}--seed {data_seed}`).
+- Plan: {plan}; batch {training["batch_size"]}, Adam,
+  split/initialisation seed {training["seed"]}.{outcome}
 - Started from: {training.get("init") or "a fresh network"}.
 - Trained on: {trained_on}; {len(history)} epochs, {minutes:.1f} min.
 - Last validation epoch: NLL {float(last["val_nll"]):.4f}
