@@ -1,6 +1,7 @@
 """Tests of minrep.schedule: beta schedules, the one-cycle policy, stages, plans and presets."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,7 +40,10 @@ def test_one_cycle_shape():
 
 def test_plan_stages_and_presets():
     paper = PRESETS["paper"]
-    assert paper.epochs == 144 and paper.stage_ends() == [64, 80, 96, 112, 128, 144]
+    # The paper's 144 epochs, then the same minimal ending as the quick preset's
+    assert paper.epochs == 162 and paper.stage_ends()[:6] == [64, 80, 96, 112, 128, 144]
+    assert paper.stages[6:] == PRESETS["quick"].stages[6:]
+    assert paper.compared_stage(162) == 9 and paper.branch_start(156) == 7
     assert paper.at(10)["beta"] == 0 and paper.at(64.5)["beta"] == 1e-4
     assert paper.at(143.9)["beta"] == 4e-3
     assert paper.at(64.0)["lr"] == pytest.approx(1e-3 / 25)  # a new one-cycle per stage
@@ -58,6 +62,15 @@ def test_plan_stages_and_presets():
         Stage(1, 0.0, policy="cyclic")
     with pytest.raises(ValueError, match="at least one epoch"):
         Stage(0, 0.0)
+
+
+def test_documented_plans_load():
+    # The plans the docs name for reproduction (the paper's 144 epochs, the first shipped
+    # models' 28) are the presets' annealing parts.
+    plans = Path(__file__).resolve().parents[1] / "docs" / "plans"
+    for name, preset, epochs in (("paper-144", "paper", 144), ("quick-28", "quick", 28)):
+        plan = Plan.from_dict(json.loads((plans / f"{name}.json").read_text()))
+        assert plan.epochs == epochs and plan.stages == PRESETS[preset].stages[:6], name
 
 
 def test_plan_json_round_trip_and_bad_plans():
