@@ -74,7 +74,13 @@ def describe(model: dict, training: dict, data: dict) -> tuple[str, str, str]:
 
 
 def card(
-    name: str, config: dict, metrics: dict, history: list[dict], trained_on: str, notes: str = ""
+    name: str,
+    config: dict,
+    metrics: dict,
+    history: list[dict],
+    trained_on: str,
+    notes: str = "",
+    analyze_options: str = "",
 ) -> str:
     training, data = config["training"], config["data"]
     stages = training["plan"]["stages"]
@@ -180,8 +186,9 @@ def card(
 - Last validation epoch: NLL {float(last["val_nll"]):.4f}
   (exact {float(last["val_exact_nll"]):.4f}), surviving latents [{last["surviving"]}].
 
-Held-out metrics (`minrep analyze {name} -o REPORT`: a fresh `paper-test` set, seed 0, numbers
-inside the training range alpha 0.2-1.8, D 1e-5-1e-2; latents at their posterior mean):
+Held-out metrics (`minrep analyze {name} -o REPORT{analyze_options}`: a fresh `paper-test` set,
+seed 0, {metrics["n"]:,} trajectories; numbers inside the training range alpha 0.2-1.8,
+D 1e-5-1e-2, {metrics["n_in_training_range"]:,} trajectories; latents at their posterior mean):
 
 | | |
 |---|---|
@@ -196,6 +203,9 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--trained-on", required=True)
     parser.add_argument("--notes", type=Path, help="Markdown appended as the card's notes")
+    parser.add_argument(
+        "--analyze-options", default="", help="the report's options, e.g. --n-per-cell 8"
+    )
     args = parser.parse_args()
     target = PRETRAINED / args.name
     target.mkdir(parents=True, exist_ok=True)
@@ -214,6 +224,7 @@ def main() -> None:
             history,
             args.trained_on,
             args.notes.read_text() if args.notes else "",
+            f" {args.analyze_options}" if args.analyze_options else "",
         )
     )
     print(f"-> {target}")

@@ -1128,9 +1128,9 @@ def _print_metrics(metrics: dict) -> None:
 
 @app.command()
 def demo(
-    model: Annotated[str, typer.Option(help="shipped model (bm, fbm, sbm) or run directory")] = (
-        "fbm"
-    ),
+    model: Annotated[
+        str, typer.Option(help="shipped model (bm, fbm, sbm, fbm-2d) or run directory")
+    ] = "fbm",
     data: Annotated[
         Path | None, typer.Option(help="your own .npz or tracking .csv/.parquet instead")
     ] = None,
