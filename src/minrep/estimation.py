@@ -5,11 +5,11 @@ simulated tracks of its process (uniform alpha and log10 D over its training ran
 log-spaced lengths from the model's minimum to the training length), maps the posterior means
 of the surviving latents and the track's length to alpha and log10 D (polynomials, as the
 analysis's readouts), with a residual scale that depends on them too, and turns that into
-intervals by
-split conformal prediction, length class by length class: on calibration tracks of that class
-not used for the fit, 90 % of the residuals lie within ``quantile`` scales of the estimate, so
-the intervals cover the truth 90 % of the time on tracks like those, in each class (tests check
-87-93 % per class on fresh tracks).
+intervals by split conformal prediction, length by length: on calibration tracks of that
+length not used for the fit, 90 % of the residuals lie within ``quantile`` scales of the
+estimate, so the intervals cover the truth 90 % of the
+time on tracks like those, at every length (tests check 87-93 % in classes of lengths and at
+single lengths, on fresh tracks).
 
 Units. Every track is rescaled to the calibration's reference RMS displacement (the typical
 one of the training range) before it is encoded, and D scaled back: scaling displacements by c
@@ -46,8 +46,8 @@ from minrep.model import VAE
 LEVEL = 0.9
 CALIBRATION = "calibration.json"
 SCALE_DEGREE = 2  # of the polynomial for the log residual scale
+QUANTILE_MIN_TRACKS = 400  # held-out tracks behind each conformal quantile (90 +- 1.5 %)
 LENGTHS = 24  # distinct track lengths of a calibration set, log-spaced
-LENGTH_CLASSES = 4  # of about equal counts, each with its own interval quantile
 
 
 class EstimateError(MinrepError, ValueError):
@@ -57,26 +57,38 @@ class EstimateError(MinrepError, ValueError):
 @dataclass
 class ParameterMap:
     """One parameter's estimate: a polynomial of ``degree`` in the standardised features for
-    the value, one of degree :data:`SCALE_DEGREE` for the log of the residual scale, and for
-    each length class (track lengths from ``length_edges[k]`` up to the next edge, in
-    displacements) the conformal ``quantiles[k]`` of |residual| / scale that gives the
-    interval."""
+    the value, one of degree :data:`SCALE_DEGREE` for the log of the residual scale, and the
+    interval's half-width, quantile(n) x scale, with quantile(n) the conformal quantile of
+    |residual| / scale among the calibration's tracks of each of its lengths (or of a few
+    neighbouring ones, :data:`QUANTILE_MIN_TRACKS`; ``quantile_values`` at
+    ``quantile_lengths``, their geometric mean, in displacements), interpolated in log n
+    between them: the coverage then holds at every length, not only on average over a class of
+    lengths (one quantile per class of lengths covered 87-88 % at the longest tracks).
+    Calibrations written before 2026-11-28 have such per-class quantiles instead
+    (``length_edges``, ``quantiles``), and still work."""
 
     degree: int
     value: list[float]
     log_scale: list[float]
-    length_edges: list[int]
-    quantiles: list[float]
+    length_edges: list[int] = dataclasses.field(default_factory=list)
+    quantiles: list[float] = dataclasses.field(default_factory=list)
+    quantile_lengths: list[float] = dataclasses.field(default_factory=list)
+    quantile_values: list[float] = dataclasses.field(default_factory=list)
 
     def predict(self, features: np.ndarray, n_steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Estimates and interval half-widths, ``(n,)`` each."""
         value = polynomial_features(features, self.degree) @ np.asarray(self.value)
         scale = np.exp(polynomial_features(features, SCALE_DEGREE) @ np.asarray(self.log_scale))
-        return value, np.asarray(self.quantiles)[self.length_class(n_steps)] * scale
+        return value, self.quantile(n_steps) * scale
 
-    def length_class(self, n_steps: np.ndarray) -> np.ndarray:
-        edges = np.asarray(self.length_edges)
-        return np.clip(np.searchsorted(edges, n_steps, side="right") - 1, 0, len(edges) - 1)
+    def quantile(self, n_steps: np.ndarray) -> np.ndarray:
+        """The conformal quantile of |residual| / scale for tracks of ``n_steps``."""
+        if not self.quantile_values:  # the per-class quantiles of older calibrations
+            edges = np.asarray(self.length_edges)
+            classes = np.clip(np.searchsorted(edges, n_steps, side="right") - 1, 0, len(edges) - 1)
+            return np.asarray(self.quantiles)[classes]
+        log_length = np.log(np.asarray(n_steps, dtype=np.float64))
+        return np.interp(log_length, np.log(self.quantile_lengths), self.quantile_values)
 
 
 @dataclass
@@ -185,7 +197,7 @@ def calibrate(
     process: str,
     *,
     longest: int = 399,
-    n_tracks: int = 20_000,
+    n_tracks: int = 40_000,
     seed: int = 0,
     progress: bool = False,
 ) -> Calibration:
@@ -228,12 +240,7 @@ def calibrate(
         targets["noise_ratio"] = noise / _rms(tracks)
     order = rng.permutation(n_tracks)
     fit, hold = order[: n_tracks // 2], order[n_tracks // 2 :]
-    # Length classes of about equal counts, each with its own conformal quantile.
-    edges = np.unique(np.quantile(n_steps, np.arange(LENGTH_CLASSES) / LENGTH_CLASSES))
-    parameters = {
-        name: _fit_map(x, y, fit, hold, seed, n_steps, edges.astype(int))
-        for name, y in targets.items()
-    }
+    parameters = {name: _fit_map(x, y, fit, hold, seed, n_steps) for name, y in targets.items()}
     return Calibration(
         process=process,
         latents=[int(i) for i in kept],
@@ -269,7 +276,7 @@ def model_calibration(path_or_name, progress: bool = False) -> tuple[VAE, Calibr
     return model, calibration
 
 
-def _fit_map(x, y, fit, hold, seed, n_steps, edges) -> ParameterMap:
+def _fit_map(x, y, fit, hold, seed, n_steps) -> ParameterMap:
     degree = choose_degree(x[fit], y[fit], seed)
     design = polynomial_features(x, degree)
     value, *_ = np.linalg.lstsq(design[fit], y[fit], rcond=None)
@@ -279,13 +286,34 @@ def _fit_map(x, y, fit, hold, seed, n_steps, edges) -> ParameterMap:
     small = polynomial_features(x, SCALE_DEGREE)
     log_scale, *_ = np.linalg.lstsq(small[fit], np.log(np.abs(residual[fit]) + 1e-12), rcond=None)
     scores = np.abs(residual[hold]) / np.exp(small[hold] @ log_scale)
-    result = ParameterMap(int(degree), value.tolist(), log_scale.tolist(), edges.tolist(), [])
-    classes = result.length_class(n_steps[hold])
-    for k in range(len(edges)):
-        ranked = np.sort(scores[classes == k])
-        rank = min(math.ceil((len(ranked) + 1) * LEVEL), len(ranked))
-        result.quantiles.append(float(ranked[rank - 1]))
-    return result
+    # The conformal quantile at each length of the calibration, from its own held-out tracks.
+    lengths, counts = np.unique(n_steps[hold], return_counts=True)
+    centres, quantiles = [], []
+    for pool in _pools(counts, QUANTILE_MIN_TRACKS):
+        ranked = np.sort(scores[np.isin(n_steps[hold], lengths[pool])])
+        quantiles.append(float(ranked[min(math.ceil((len(ranked) + 1) * LEVEL), len(ranked)) - 1]))
+        centres.append(float(np.exp(np.log(lengths[pool]).mean())))
+    return ParameterMap(
+        int(degree),
+        value.tolist(),
+        log_scale.tolist(),
+        quantile_lengths=centres,
+        quantile_values=quantiles,
+    )
+
+
+def _pools(counts: np.ndarray, minimum: int) -> list[list[int]]:
+    """Consecutive indices of ``counts`` grouped so that each group counts at least
+    ``minimum`` (a small set's neighbouring lengths share a quantile); one group if the whole
+    counts fewer."""
+    pools, pool = [], []
+    for i in range(len(counts)):
+        pool.append(i)
+        rest = counts[i + 1 :].sum()
+        if rest == 0 or (counts[pool].sum() >= minimum and rest >= minimum):
+            pools.append(pool)
+            pool = []
+    return pools
 
 
 def _simulate(process, alpha, D, n_steps, dim, rng, noise=None, exposure=None) -> io.Trajectories:
