@@ -9,8 +9,11 @@ exposure drawn over its training ranges), the best possible estimate is given th
 and exposure of each track (the error as drawn, relative to the motion: a bound no
 estimator that must also find them reaches; beside it the best possible estimate that is not
 told them, `stats.bayes_estimate_measurement_unknown`, the bound minrep can reach), the TA-MSD
-fit ignores them (exposures on 21 levels over the range, each a decomposition for the best
-possible estimate), and the RMS errors and coverage of minrep's noise and exposure are reported
+fit ignores them (exposures on the midpoints of 21 equal bins of the range, a discrete
+uniform prior like the continuous one of training and calibration, each level a decomposition
+for the best possible estimate; levels that include the range's ends give each end twice a
+uniform prior's weight, and the ends are where an interval of the hardly identifiable
+exposure misses), and the RMS errors and coverage of minrep's noise and exposure are reported
 too. Lengths from 20 positions where the model encodes them. For a model trained with a
 measurement, also free diffusion as a microscope records it (alpha = 1, full-frame exposure,
 localisation error of reduced size sigma^2 / (2 D dt) = 0.1, 0.3, 1): the median alpha and
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minrep import datasets, estimation, io, stats
+from minrep import estimation, io, stats
 
 POSITIONS = (20, 50, 100, 400)  # track lengths T (T - 1 displacements), those the model takes
 
@@ -54,7 +57,8 @@ def main(argv=None) -> None:
         reduced_noise = rng.uniform(*ranges.get("reduced_noise", (0.0, 0.0)), args.n)
         noise = np.sqrt(2 * reduced_noise * D)
         # on 21 levels: the best possible estimate costs one decomposition per exposure
-        exposure = datasets.draw_measurement((*ranges.get("exposure", (0.0, 0.0)), 21), args.n, rng)
+        low_f, high_f = ranges.get("exposure", (0.0, 0.0))
+        exposure = low_f + (high_f - low_f) * (rng.integers(0, 21, args.n) + 0.5) / 21
         n_steps = np.full(args.n, positions - 1)
         dim = model.config.dim
         tracks = estimation._simulate(process, alpha, D, n_steps, dim, rng, noise, exposure)
