@@ -204,6 +204,9 @@ def test_a_model_trained_with_a_measurement_estimates_noise_and_exposure():
                 inside[classes == k].mean(),
             )
     assert (table["exposure_low"] >= 0).all() and (table["exposure_high"] <= 1).all()
+    in_units, unit = estimation.estimate_in_units(model, tracks, calibration, 0.1, 0.05)
+    assert unit == "um^2/s^alpha" and (in_units["noise_unit"] == "um").all()
+    np.testing.assert_allclose(in_units["noise"], table["noise"] * 0.1, rtol=1e-4)
     scaled = io.Trajectories(tracks.displacements * 7.0, tracks.labels, tracks.meta, tracks.lengths)
     again = estimation.estimate(model, scaled, calibration, pixel_size=0.1)
     np.testing.assert_allclose(again["noise"], table["noise"] * 0.7, rtol=1e-4)

@@ -25,7 +25,4 @@ def estimate(model, tracks, *, pixel_size=None, frame_interval=None):
     vae, calibration = estimation.model_calibration(model)
     if not isinstance(tracks, io.Trajectories):
         tracks = io.load(tracks, min_steps=vae.config.min_steps)
-    pixel, interval, unit = estimation.units(tracks.meta, pixel_size, frame_interval)
-    table = estimation.estimate(vae, tracks, calibration, pixel_size=pixel, frame_interval=interval)
-    table["D_unit"] = unit
-    return table
+    return estimation.estimate_in_units(vae, tracks, calibration, pixel_size, frame_interval)[0]

@@ -870,13 +870,9 @@ def estimate(
         check_output(output, (".csv",), inputs=(trajectories,))
         vae, calibration = estimation.model_calibration(model, progress=True)
         data = _load_tracks(trajectories, vae, split_gaps, skip_short)
-        pixel, interval, unit = estimation.units(data.meta, pixel_size, frame_interval)
-        table = estimation.estimate(
-            vae, data, calibration, pixel_size=pixel, frame_interval=interval
+        table, unit = estimation.estimate_in_units(
+            vae, data, calibration, pixel_size, frame_interval
         )
-        table["D_unit"] = unit
-        if "noise" in table:
-            table["noise_unit"] = unit.split("^")[0]  # a length
         with io.atomic_write(output, suffix=".csv") as tmp:
             table.to_csv(tmp, index=False)
     typer.echo(

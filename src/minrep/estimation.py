@@ -401,6 +401,24 @@ def estimate(
     return pd.DataFrame(out)
 
 
+def estimate_in_units(
+    model: VAE,
+    tracks: io.Trajectories,
+    calibration: Calibration,
+    pixel_size: float | None = None,
+    frame_interval: float | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """:func:`estimate` in the units given, else those the tracks' file states
+    (:func:`units`), with the unit of D (and of the localisation error) as columns; and the
+    unit of D."""
+    pixel, interval, unit = units(tracks.meta, pixel_size, frame_interval)
+    table = estimate(model, tracks, calibration, pixel_size=pixel, frame_interval=interval)
+    table["D_unit"] = unit
+    if "noise" in table:
+        table["noise_unit"] = unit.split("^")[0]  # a length
+    return table, unit
+
+
 def units(meta: dict, pixel_size: float | None, frame_interval: float | None):
     """``pixel_size``, ``frame_interval`` and the unit of D for tracks with ``meta``: the ones
     given (micrometres per pixel, seconds per frame), else what the file states (TrackMate:
