@@ -7,9 +7,8 @@ of the surviving latents and the track's length to alpha and log10 D (polynomial
 analysis's readouts), with a residual scale that depends on them too, and turns that into
 intervals by split conformal prediction, length by length: on calibration tracks of that
 length not used for the fit, 90 % of the residuals lie within ``quantile`` scales of the
-estimate, so the intervals cover the truth 90 % of the
-time on tracks like those, at every length (tests check 87-93 % in classes of lengths and at
-single lengths, on fresh tracks).
+estimate, so the intervals cover the truth 90 % of the time on tracks like those, at every
+length (tests check 87-93 % in classes of lengths and at single lengths, on fresh tracks).
 
 Units. Every track is rescaled to the calibration's reference RMS displacement (the typical
 one of the training range) before it is encoded, and D scaled back: scaling displacements by c
