@@ -101,6 +101,19 @@ def card(
         return words
 
     plan = "; ".join(stage(s) for s in stages)
+    command = " ".join(
+        [
+            f"--preset {training['preset']}" if training.get("preset") else "--plan PLAN.json",
+            *(["--decoder whole"] if config["model"].get("decoder") == "whole" else []),
+            *(
+                [f"--crop-min-steps {training['crop_min_steps']}"]
+                if training.get("crop_min_steps")
+                else []
+            ),
+            *([f"--init {training['init']}"] if training.get("init") else []),
+            f"--seed {training['seed']}",
+        ]
+    )
     outcome = "".join(
         f"\n- Epoch {row['epoch']}: {row['note']}."
         for row in history
@@ -179,6 +192,7 @@ def card(
   trained and {data["n_val"]} validation trajectories, simulated with minrep's exact simulator,
   seed {data_seed}
   (`minrep simulate {data["process"]} --preset paper {options}--seed {data_seed}`).
+- Trained with `minrep train DATA -o RUN {command}`.
 - Plan: {plan}; batch {training["batch_size"]}, Adam,
   split/initialisation seed {training["seed"]}.{outcome}
 - Started from: {training.get("init") or "a fresh network"}.
