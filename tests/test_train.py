@@ -206,7 +206,10 @@ def test_keep_freed_memory_stops_the_page_faults_of_each_step():
     }
     # The median training step at batch 64 after five warm-up steps: by default freed
     # activations go back to the kernel and are faulted in afresh (measured 1,145-6,159 page
-    # faults over 6 runs); kept, the warm-up steps' memory is reused (measured 0-1).
+    # faults over 6 runs); kept, the warm-up steps' memory is reused (measured 0-1). Some
+    # machines (CI once measured 0 by default) already keep it: nothing to stop there.
+    if faults["default"] < 100:
+        pytest.skip(f"this allocator already reuses freed memory ({faults['default']} faults)")
     assert faults["keep"] * 20 < faults["default"]
 
 
