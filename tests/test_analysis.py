@@ -98,6 +98,8 @@ def test_analyze_command_and_the_nll_gap(tmp_path):
     assert metrics["exact_nll_mean"] == pytest.approx(exact.mean())
     nll = analysis.model_nll(model, data)
     assert metrics["nll_gap"] == pytest.approx(nll.mean() - exact.mean())
+    # Each trajectory's NLL is its own: batches of 7 (the last one of 3) give the same.
+    assert analysis.model_nll(model, data, batch_size=7) == pytest.approx(nll, rel=1e-5)
     assert len(metrics["kl_per_latent"]) == 6
     save_model(model, tmp_path / "m")
     path = io.save_npz(data, tmp_path / "test.npz")

@@ -20,7 +20,7 @@ from minrep.dimension import (  # noqa: F401  (effective_dimension_of_moments: r
 )
 from minrep.encode import encode
 from minrep.generate import generate_many
-from minrep.model import VAE, kl_to_prior, surviving
+from minrep.model import VAE, forward_batch_size, kl_to_prior, surviving
 from minrep.progress import bar
 
 
@@ -156,12 +156,14 @@ def readout_r2(
 
 @torch.no_grad()
 def model_nll(
-    model: VAE, data: io.Trajectories, batch_size: int = 1024, progress: bool = False
+    model: VAE, data: io.Trajectories, batch_size: int | None = None, progress: bool = False
 ) -> np.ndarray:
     """Mean NLL per predicted displacement of each trajectory, ``(n,)``, with the latent at its
-    posterior mean (the deterministic code)."""
+    posterior mean (the deterministic code); ``batch_size`` by default
+    :func:`minrep.model.forward_batch_size`."""
     out = np.empty(len(data))
     device = next(model.parameters()).device
+    batch_size = batch_size or forward_batch_size(device)
     starts = range(0, len(data), batch_size)
     for lo in bar(starts, desc="likelihood", enabled=progress, nested=True, unit="batch"):
         x = torch.from_numpy(data.displacements[lo : lo + batch_size]).to(device)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from minrep import MinrepError, io
-from minrep.model import VAE, ModelConfig
+from minrep.model import VAE, ModelConfig, forward_batch_size
 from minrep.progress import bar
 
 FLOAT32 = np.finfo(np.float32)
@@ -116,7 +116,7 @@ def _which(rows: np.ndarray, name: Callable[[int], str], limit: int = 5) -> str:
 def encode(
     model: VAE,
     trajectories: io.Trajectories,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     progress: bool = False,
     source=None,
 ) -> dict[str, np.ndarray]:
@@ -146,6 +146,7 @@ def _encode(model, trajectories, batch_size, progress, source, name) -> dict[str
     # user -> encode (or encode_axes) -> no_grad's wrapper -> _encode -> check_scale
     check_scale(trajectories, config, source, name, stacklevel=4)
     device = next(model.parameters()).device
+    batch_size = batch_size or forward_batch_size(device)
     n = len(trajectories)
     mu = np.empty((n, config.latent_dim), dtype=np.float32)
     logvar = np.empty_like(mu)
@@ -172,7 +173,7 @@ def _encode(model, trajectories, batch_size, progress, source, name) -> dict[str
 def encode_axes(
     model: VAE,
     trajectories: io.Trajectories,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     progress: bool = False,
     source=None,
 ) -> dict[str, np.ndarray]:

@@ -67,6 +67,18 @@ from minrep.dimension import SURVIVAL_KL  # re-exported: defined there, without 
 
 LOG_2PI = math.log(2 * math.pi)
 
+CPU_FORWARD_BATCH = 256
+"""Trajectories per forward pass without gradient on a CPU (validation, ``model_nll``,
+``encode``): larger batches leave the cache; per trajectory, 1,024 runs 1.2-1.5x slower and
+2,048 2.3x (one thread, ``benchmarks/forward_batch.py``)."""
+GPU_FORWARD_BATCH = 8192
+"""The same on a GPU, where the larger the batch, the faster."""
+
+
+def forward_batch_size(device: torch.device | str) -> int:
+    """Trajectories per forward pass without gradient on ``device``."""
+    return GPU_FORWARD_BATCH if torch.device(device).type == "cuda" else CPU_FORWARD_BATCH
+
 
 def full_precision(x: Tensor):
     """A region in float32 whatever autocast is around it (``minrep train --precision

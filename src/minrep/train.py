@@ -35,7 +35,14 @@ from minrep import MinrepError, checkpoint, io, processes
 from minrep.cudagraph import GradientGraph
 from minrep.dimension import EffectiveDimension, LatentMoments, effective_dimension_of_moments
 from minrep.encode import check_scale
-from minrep.model import VAE, ModelConfig, full_precision, rms_scale, surviving
+from minrep.model import (
+    VAE,
+    ModelConfig,
+    forward_batch_size,
+    full_precision,
+    rms_scale,
+    surviving,
+)
 from minrep.progress import interactive
 from minrep.schedule import PRESETS, Plan
 
@@ -152,8 +159,8 @@ class TrainConfig:
     ``precision`` ``"bf16-mixed"`` runs the convolutions and matrix products of training in
     bfloat16 (Lightning's autocast), the head's last layer, the likelihood, the KL, the
     optimiser and all of validation in float32 (:func:`minrep.model.full_precision`).
-    On a GPU the data stay on the device and validation runs in batches of
-    :data:`GPU_VALIDATION_BATCH`. ``cuda_graph`` (experimental, off): on one CUDA device,
+    On a GPU the data stay on the device. Validation runs in batches of
+    :func:`minrep.model.forward_batch_size`. ``cuda_graph`` (experimental, off): on one CUDA device,
     replay the forward and backward pass of the ``"window"`` network from a CUDA graph
     (:mod:`minrep.cudagraph`): twice the epochs per second on an H200; its first version
     trained worse there (a bug since fixed, see the module), the fix not yet measured on a
@@ -316,9 +323,6 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarra
 # The Lightning module
 
 
-GPU_VALIDATION_BATCH = 8192
-"""Validation batch on a GPU (1,024 on a CPU): forward passes only, the larger the faster."""
-
 GPU_RESIDENT_BYTES = 4 * 2**30
 """Training and validation sets up to this size are moved to the GPU once, and batches drawn
 there."""
@@ -364,8 +368,7 @@ class MinrepModule(pl.LightningModule):
         # draws its own reparameterisation noise.
         device = self.trainer.strategy.root_device
         on_gpu = device.type == "cuda"
-        if on_gpu:
-            self.datasets[1].batch_size = max(self.datasets[1].batch_size, GPU_VALIDATION_BATCH)
+        self.datasets[1].batch_size = forward_batch_size(device)
         for dataset in self.datasets:
             dataset.shard(self.global_rank, self.trainer.world_size)
             if on_gpu and dataset.data.nbytes <= GPU_RESIDENT_BYTES:
@@ -1110,7 +1113,7 @@ def _build_module(run: _Run) -> MinrepModule:
             seed=config.seed,
             crop_min_steps=config.crop_min_steps,
         ),
-        Batches(run.val_set, 1024, shuffle=False, pad=False),
+        Batches(run.val_set, forward_batch_size("cpu"), shuffle=False, pad=False),
     ]
     module = MinrepModule(run.model_config, config.plan, datasets, config.seed, config.cuda_graph)
     if run.start is not None:
