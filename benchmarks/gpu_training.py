@@ -17,7 +17,7 @@ validated, T = 399 displacements), in this order (``--parts`` picks some):
 2. ``epoch``: seconds per epoch through :func:`minrep.train.train` (validation, history and
    checkpoint included; mean of epochs 2-3): eager float32 (the path before the graph), the
    graph in float32 and in bf16-mixed.
-3. ``paper``: the whole `paper` preset (162 epochs, seed 1) in the faster setting, wall time
+3. ``paper``: the whole `paper` preset (162-170 epochs, seed 1) in the faster setting, wall time
    from the call to ``train`` to the exported model, final NLL and surviving latents.
 4. ``quick_32-true``, ``quick_bf16-mixed``: the precision check, the `quick` preset (seed 1)
    in both settings, against the CPU's run of the same data and seed (seed study).

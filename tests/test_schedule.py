@@ -41,7 +41,7 @@ def test_one_cycle_shape():
 def test_plan_stages_and_presets():
     paper = PRESETS["paper"]
     # The paper's 144 epochs, then the same minimal ending as the quick preset's
-    assert paper.epochs == 162 and paper.stage_ends()[:6] == [64, 80, 96, 112, 128, 144]
+    assert paper.epochs == 170 and paper.stage_ends()[:6] == [64, 80, 96, 112, 128, 144]
     assert paper.stages[6:] == PRESETS["quick"].stages[6:]
     assert paper.compared_stage(162) == 9 and paper.branch_start(156) == 7
     assert paper.at(10)["beta"] == 0 and paper.at(64.5)["beta"] == 1e-4
@@ -56,7 +56,9 @@ def test_plan_stages_and_presets():
         for before, after in zip(anneal, anneal[1:], strict=False):
             assert after.beta(0) >= before.beta(before.epochs), name
     quick = PRESETS["quick"]
-    assert quick.epochs == 46 and quick.compared_stage(46) == 9 and quick.compared_stage(40) is None
+    assert quick.epochs == 54 and quick.compared_stage(46) == 9 and quick.compared_stage(40) is None
+    # After the branch, more epochs only while a latent is redundant.
+    assert quick.ends_when_minimal(46) and not quick.ends_when_minimal(45)
     assert quick.branch_start(40) == 7 and quick.branch_start(36) is None
     with pytest.raises(ValueError, match="learning-rate policy"):
         Stage(1, 0.0, policy="cyclic")
@@ -116,3 +118,18 @@ def test_decoder_only_stages_round_trip_and_are_checked():
     assert not plan.at(0.5)["decoder_only"] and plan.at(1.5)["decoder_only"]
     with pytest.raises(ValueError, match="decoder_only must be true or false"):
         Stage(1, decoder_only="yes")
+
+
+def test_while_redundant_stages_round_trip_and_come_last():
+    stage = Stage(8, 4e-3, 3e-4, while_redundant=True)
+    assert stage.to_dict()["while_redundant"] is True
+    assert "while_redundant" not in Stage(3, 4e-3).to_dict()  # plans written before it
+    plan = Plan([Stage(2, 0.0), stage])
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    # Training may end after epoch 2 (the stage is next) and after each of its epochs but the
+    # last, where the plan ends anyway.
+    assert [plan.ends_when_minimal(e) for e in (1, 2, 5, 9, 10)] == [False, True, True, True, False]
+    with pytest.raises(ValueError, match="stage 1: only the last stage can be while_redundant"):
+        Plan([stage, Stage(2, 0.0)])
+    with pytest.raises(ValueError, match="while_redundant must be true or false"):
+        Stage(1, while_redundant=1)

@@ -3,6 +3,7 @@ training range, progress), resume (also of runs written before TrainConfig), the
 non-finite-loss stop, data-parallel training and the learning-rate finder."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -775,6 +776,36 @@ def test_a_branch_starts_from_an_earlier_stages_weights(tiny, tmp_path):
     one, two = (load_model(run / "stages" / f"stage-{k}").state_dict() for k in (1, 2))
     assert max((final[k] - one[k]).abs().max().item() for k in one) < 1e-6
     assert max((final[k] - two[k]).abs().max().item() for k in two) > 1e-4
+
+
+@pytest.mark.parametrize("redundant", [False, True])
+def test_a_while_redundant_stage_runs_only_while_latents_outnumber_dimensions(
+    tiny, tmp_path, monkeypatch, redundant
+):
+    # The measured dimension is replaced by one that says whether a latent is redundant: as
+    # many dimensions as surviving latents (none redundant) or one fewer (one redundant).
+    measure = train.effective_dimension_of_moments
+
+    def told(moments, surviving):
+        found = measure(moments, surviving)
+        return dataclasses.replace(found, dimension=len(surviving) - int(redundant))
+
+    monkeypatch.setattr(train, "effective_dimension_of_moments", told)
+    plan = Plan([Stage(1, 1e-3), Stage(3, 1e-3, 1e-4, while_redundant=True)])
+    run = tmp_path / "run"
+    train.train(tiny, run, config(plan=plan), progress=False)
+    history = read_history(run)
+    if redundant:  # the whole plan, and no note of an end
+        assert len(history) == 4 and all("ends" not in row["note"] for row in history)
+        return
+    # Training ends after stage 1; the final model is stage 1's.
+    assert len(history) == 1 and history[0]["note"] == "no latent redundant: training ends here"
+    final, one = load_model(run).state_dict(), load_model(run / "stages" / "stage-1").state_dict()
+    for name, weights in one.items():
+        torch.testing.assert_close(final[name], weights, rtol=0, atol=0)
+    # A resumed run that ended so stays ended.
+    train.train(tiny, run, config(plan=plan), resume=True, progress=False)
+    assert len(read_history(run)) == 1
 
 
 def test_a_proposal_must_compare_with_an_earlier_stage_at_the_same_beta():

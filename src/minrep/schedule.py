@@ -162,7 +162,12 @@ class Stage:
     sampled latent, no KL in the loss): the latents, which the earlier stages made minimal,
     do not change, and the decoder learns the law of a trajectory given its posterior mean,
     the code that the analysis and generation use. Trained on sampled latents, it learns the
-    law averaged over the posterior's spread, which beta widens (docs/whole-decoder.md)."""
+    law averaged over the posterior's spread, which beta widens (docs/whole-decoder.md).
+
+    ``while_redundant`` (the last stage only) runs the stage only while more latents survive
+    than the representation has dimensions (:mod:`minrep.dimension`): training ends at the
+    first epoch end, the one before the stage included, where they agree, or after ``epochs``
+    epochs. A plan's ``epochs`` counts the stage whole, as an upper bound."""
 
     epochs: int
     beta: Constant | LinearRamp | GeometricRamp = Constant(0.0)
@@ -172,6 +177,7 @@ class Stage:
     compare_with: int | None = None
     start_from: int | None = None
     decoder_only: bool = False  # encoder frozen, decoder trained at the posterior mean
+    while_redundant: bool = False  # last stage: only while latents outnumber dimensions
 
     def __post_init__(self):
         if _is_real(self.beta):
@@ -195,8 +201,9 @@ class Stage:
             lr=(self.lr, lambda v: v > 0, "a learning rate > 0"),
             decorrelation=(self.decorrelation, lambda v: v >= 0, "a weight >= 0"),
         )
-        if not isinstance(self.decoder_only, bool):
-            raise ValueError(f"decoder_only must be true or false, got {self.decoder_only!r}")
+        for name in ("decoder_only", "while_redundant"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("compare_with", "start_from"):
             value = getattr(self, name)
             if value is not None and not (_is_integer(value) and value >= 1):
@@ -210,8 +217,9 @@ class Stage:
         # Absent when unused, as in plans written before they existed.
         if self.decorrelation:
             out["decorrelation"] = self.decorrelation
-        if self.decoder_only:
-            out["decoder_only"] = True
+        for name in ("decoder_only", "while_redundant"):
+            if getattr(self, name):
+                out[name] = True
         for name in ("compare_with", "start_from"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -222,7 +230,7 @@ class Stage:
         if not isinstance(values, dict):
             raise ValueError(
                 "a stage is a mapping (epochs, beta, lr, policy, decorrelation, compare_with, "
-                f"start_from, decoder_only), got {values!r}"
+                f"start_from, decoder_only, while_redundant), got {values!r}"
             )
         unknown = sorted(map(str, set(values) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
@@ -249,6 +257,11 @@ class Plan:
                     raise ValueError(
                         f"stage {number}: {name} must name an earlier stage, got {value}"
                     )
+            if stage.while_redundant and number < len(self.stages):
+                raise ValueError(
+                    f"stage {number}: only the last stage can be while_redundant (it ends "
+                    "training when no latent is redundant)"
+                )
             if stage.compare_with is None:
                 continue
             earlier = self.stages[stage.compare_with - 1]
@@ -269,6 +282,11 @@ class Plan:
         if epoch not in ends:
             return None
         return self.stages[ends.index(epoch)].compare_with
+
+    def ends_when_minimal(self, epoch: int) -> bool:
+        """Whether training ends after ``epoch`` epochs (counted from 1) if no latent is
+        redundant: the next epoch belongs to a ``while_redundant`` stage."""
+        return epoch < self.epochs and self.stages[self.locate(epoch)[0]].while_redundant
 
     def branch_start(self, epoch: int) -> int | None:
         """The stage (from 1) whose final weights the epoch ``epoch`` (counted from 0) starts
@@ -344,22 +362,26 @@ class Plan:
 # B) against 6 more at 4e-3 from A (stage 10, A'), the lower held-out loss kept. B leaves the
 # local minimum with a latent too many that some seeds reach (FBM, data and seed 7), A' keeps
 # a weak latent the loss needs (SBM's second, worth 0.0005 nat, which 8e-3 kills); both have
-# had as many epochs. docs/training-recipes.md has the measurements.
+# had as many epochs. Last, up to 8 more epochs at 4e-3 and 3e-4 (stage 11) while more latents
+# survive than the representation has dimensions: none for a run that ends the branch minimal;
+# for SBM, data and seed 2, A' kept a redundant copy of its weak latent that these epochs
+# remove. docs/training-recipes.md has the measurements.
 MINIMAL_ENDING = [
     Stage(6, 4e-3, 3e-4),
     Stage(2, 8e-3),
     Stage(4, 4e-3, 3e-4),
     Stage(6, 4e-3, 3e-4, start_from=7, compare_with=9),
+    Stage(8, 4e-3, 3e-4, while_redundant=True),
 ]
 
 PRESETS = {
     # The paper's plan (64 epochs at beta = 0, then 16 epochs at each beta, a one-cycle policy
     # per stage; 144 epochs, meant for a GPU; docs/plans/paper-144.json alone), then the
-    # minimal ending (162 epochs).
+    # minimal ending (162 epochs, 170 when a latent is redundant at the end of the branch).
     "paper": Plan(
         [Stage(64, 0.0)] + [Stage(16, b) for b in (1e-4, 6e-4, 1e-3, 2e-3, 4e-3)] + MINIMAL_ENDING
     ),
-    # For 2 CPU cores (46 epochs, ~37 min on a `paper` set): the paper's stages shortened
+    # For 2 CPU cores (46 epochs, ~37 min on a `paper` set, up to 54): the paper's stages shortened
     # 5-fold (13 epochs at beta = 0, 3 at each beta, as the first shipped models had), then the
     # minimal ending. Shorter plans left SBM unconverged.
     "quick": Plan(

@@ -632,6 +632,21 @@ class RunDirectory(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, module: MinrepModule) -> None:
         self.epoch_started = time.perf_counter()
 
+    def on_train_start(self, trainer: pl.Trainer, module: MinrepModule) -> None:
+        # A resumed run that had ended at a while_redundant stage stays ended.
+        if self.rows and self._minimal_end(module, self.rows[-1]):
+            trainer.should_stop = True
+
+    @staticmethod
+    def _minimal_end(module: MinrepModule, row: dict) -> bool:
+        """Whether training ends after ``row``'s epoch: the plan's last stage runs only while
+        more latents survive than the representation has dimensions (``while_redundant``)."""
+        return (
+            module.follow_plan
+            and module.plan.ends_when_minimal(row["epoch"])
+            and row["n_surviving"] <= row["effective_dimension"]
+        )
+
     def _row(self, trainer: pl.Trainer, module: MinrepModule) -> dict:
         epoch = trainer.current_epoch + 1
         kl = module.val_metrics["kl_per_latent"]
@@ -689,6 +704,11 @@ class RunDirectory(Callback):
         earlier = module.plan.compared_stage(row["epoch"])
         if earlier is not None:
             row = self._compare(trainer, module, row, earlier)
+        if self._minimal_end(module, row):
+            row["note"] = "; ".join(
+                filter(None, [row["note"], "no latent redundant: training ends here"])
+            )
+            trainer.should_stop = True
         self.rows.append(row)
         ckpt = self.run_dir / "checkpoints" / "last.ckpt"
         tmp = ckpt.with_suffix(".ckpt.tmp")
