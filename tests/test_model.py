@@ -21,6 +21,7 @@ from minrep.model import (
     exponential_memories,
     fractional_coefficients,
     invariant_features,
+    kl_to_prior,
     latent_covariance,
     time_features,
 )
@@ -380,6 +381,20 @@ def test_latent_covariance_sees_a_split_parameter_only():
     assert latent_covariance(independent) < (4 / math.sqrt(4096)) ** 2
     # A shift of the means changes nothing.
     torch.testing.assert_close(latent_covariance(split + 5.0), latent_covariance(split))
+
+
+def test_collapsed_latents_have_the_prior_as_posterior_and_the_others_are_untouched():
+    torch.manual_seed(0)
+    model = VAE(ModelConfig())
+    x = torch.randn(8, 1, 100)
+    mu, logvar = model.encode(x)
+    assert model.collapse_latents([1, 4]) == [1, 4, 7, 10]
+    mu_after, logvar_after = model.encode(x)
+    assert (mu_after[:, [1, 4]] == 0).all() and (logvar_after[:, [1, 4]] == 0).all()
+    assert (kl_to_prior(mu_after, logvar_after)[:, [1, 4]] == 0).all()
+    kept = [0, 2, 3, 5]
+    torch.testing.assert_close(mu_after[:, kept], mu[:, kept], rtol=0, atol=0)
+    torch.testing.assert_close(logvar_after[:, kept], logvar[:, kept], rtol=0, atol=0)
 
 
 def test_mixture_log_prob_is_a_normalised_mixture():

@@ -788,7 +788,11 @@ def test_a_while_redundant_stage_runs_only_while_latents_outnumber_dimensions(
 
     def told(moments, surviving):
         found = measure(moments, surviving)
-        return dataclasses.replace(found, dimension=len(surviving) - int(redundant))
+        if not redundant:
+            return dataclasses.replace(found, dimension=len(surviving), redundant=[], noisy=[])
+        return dataclasses.replace(
+            found, dimension=len(surviving) - 1, redundant=[list(range(6))], noisy=[]
+        )
 
     monkeypatch.setattr(train, "effective_dimension_of_moments", told)
     plan = Plan([Stage(1, 1e-3), Stage(3, 1e-3, 1e-4, while_redundant=True)])
@@ -797,6 +801,15 @@ def test_a_while_redundant_stage_runs_only_while_latents_outnumber_dimensions(
     history = read_history(run)
     if redundant:  # the whole plan, and no note of an end
         assert len(history) == 4 and all("ends" not in row["note"] for row in history)
+        # Each epoch of the stage begins by collapsing every latent of the group (all six)
+        # but the one with the largest KL, as the last validation found them.
+        for before, row in zip(history[:-1], history[1:], strict=True):
+            kl = {i: float(before[f"kl_{i}"]) for i in range(6)}
+            collapsed = sorted(kl, key=kl.get)[:-1]
+            assert (
+                row["note"]
+                == f"redundant latents {' '.join(map(str, sorted(collapsed)))} collapsed"
+            )
         return
     # Training ends after stage 1; the final model is stage 1's.
     assert len(history) == 1 and history[0]["note"] == "no latent redundant: training ends here"

@@ -752,6 +752,16 @@ class VAE(nn.Module):
         self.check_input(x)
         return self.encoder(x)
 
+    def collapse_latents(self, latents: list[int]) -> list[int]:
+        """Give ``latents`` the prior as posterior for every input (mean 0, log-variance 0, KL
+        0), as the beta-VAE loss does to a latent it prunes: their rows of the encoder's last
+        layer (``encoder.latent``) are zeroed. Returns those rows."""
+        rows = [*latents, *(self.config.latent_dim + i for i in latents)]
+        with torch.no_grad():
+            self.encoder.latent.weight[rows] = 0.0
+            self.encoder.latent.bias[rows] = 0.0
+        return rows
+
     def log_scale(self, z: Tensor) -> Tensor | None:
         """Log of the decoder's displacement scale, (batch,), or None (paper network)."""
         if not self.config.scale_equivariant:
