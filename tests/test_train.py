@@ -802,10 +802,13 @@ def test_a_while_redundant_stage_runs_only_while_latents_outnumber_dimensions(
     if redundant:  # the whole plan, and no note of an end
         assert len(history) == 4 and all("ends" not in row["note"] for row in history)
         # Each epoch of the stage begins by collapsing every latent of the group (all six)
-        # but the one with the largest KL, as the last validation found them.
+        # but the one with the largest KL, as the last validation found them, and they stay
+        # collapsed through the epoch: no KL at its validation.
         for before, row in zip(history[:-1], history[1:], strict=True):
             kl = {i: float(before[f"kl_{i}"]) for i in range(6)}
             collapsed = sorted(kl, key=kl.get)[:-1]
+            assert all(float(row[f"kl_{i}"]) == 0.0 for i in collapsed)
+            assert float(row[f"kl_{max(kl, key=kl.get)}"]) > 0.0
             assert (
                 row["note"]
                 == f"redundant latents {' '.join(map(str, sorted(collapsed)))} collapsed"
