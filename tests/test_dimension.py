@@ -50,7 +50,7 @@ def test_noisy_copies_of_one_signal_are_one_dimension_and_reported_redundant():
     assert found.noisy == []
     assert found.message().startswith(
         "3 latents carry information; they span 2 dimensions: latents 0 and 4 are redundant; "
-        "a longer final stage"
+        "a last stage that collapses the copies"
     )
     # The copy's direction holds both latents' signal: SNR (1 + 0.64) / 0.01.
     assert found.snr[0] == pytest.approx(164, rel=0.1)

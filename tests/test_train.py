@@ -415,7 +415,7 @@ def test_the_closing_lines_of_training_say_when_latents_are_redundant(tmp_path, 
     assert lines[0].endswith(f"surviving latents [0 1 5], effective dimension 2 -> {tmp_path}")
     assert lines[1].startswith(
         "3 latents carry information; they span 2 dimensions: latents 0 and 1 are redundant; "
-        "a longer final stage usually removes it (--plan"
+        "a last stage that collapses the copies removes it (the presets' stage 11"
     )
     minimal = EffectiveDimension(2, [150.0, 40.0], [3.0, 0.8], [0.02] * 2, surviving=[0, 5])
     row = {**row, "surviving": "0 5", "effective_dimension": 2}

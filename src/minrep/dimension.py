@@ -183,8 +183,8 @@ class EffectiveDimension:
             f"{latents} carr{'ies' if one else 'y'} information; "
             f"{'it spans' if one else 'they span'} {dims}"
             + (": " + "; ".join(parts) if parts else "")
-            + "; a longer final stage usually removes it (--plan with a longer last stage, "
-            "or --init RUN to anneal further)"
+            + "; a last stage that collapses the copies removes it (the presets' stage 11 does; "
+            "--plan ending with a while_redundant stage, or --init RUN with such a plan)"
         )
 
 

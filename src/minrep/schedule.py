@@ -363,9 +363,9 @@ class Plan:
 # local minimum with a latent too many that some seeds reach (FBM, data and seed 7), A' keeps
 # a weak latent the loss needs (SBM's second, worth 0.0005 nat, which 8e-3 kills); both have
 # had as many epochs. Last, up to 8 more epochs at 4e-3 and 3e-4 (stage 11) while more latents
-# survive than the representation has dimensions: none for a run that ends the branch minimal;
-# for SBM, data and seed 2, A' kept a redundant copy of its weak latent that these epochs
-# remove. docs/training-recipes.md has the measurements.
+# survive than the representation has dimensions, each collapsing the redundant copies: none
+# for a run that ends the branch minimal; one for SBM, data and seed 2, whose A' kept a copy
+# that the loss alone did not remove. docs/training-recipes.md has the measurements.
 MINIMAL_ENDING = [
     Stage(6, 4e-3, 3e-4),
     Stage(2, 8e-3),
