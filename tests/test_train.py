@@ -811,7 +811,7 @@ def test_a_while_redundant_stage_runs_only_while_latents_outnumber_dimensions(
             assert float(row[f"kl_{max(kl, key=kl.get)}"]) > 0.0
             assert (
                 row["note"]
-                == f"redundant latents {' '.join(map(str, sorted(collapsed)))} collapsed"
+                == f"latents {' '.join(map(str, sorted(collapsed)))} collapsed to the prior"
             )
         return
     # Training ends after stage 1; the final model is stage 1's.

@@ -360,7 +360,7 @@ class MinrepModule(pl.LightningModule):
         self._val_moments = torch.zeros(LatentMoments.size(config.latent_dim))
         self.val_metrics: dict = {}
         self.branched_from: int | None = None  # the stage this epoch's weights started from
-        self.collapsed: list[int] = []  # redundant latents collapsed as this epoch began
+        self.collapsed: list[int] = []  # latents collapsed to the prior for this epoch
         self.train_loss = float("nan")
         self._train_loss_reduced = False
 
@@ -487,9 +487,14 @@ class MinrepModule(pl.LightningModule):
                 *(i for g in found.redundant for i in sorted(g, key=kl.__getitem__)[:-1]),
             ]
         )
-        self.on_train_batch_end(None, None, 0)
+        self._hold_collapse()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._hold_collapse()  # each optimiser step would begin to revive them
+
+    def _hold_collapse(self) -> None:
+        """Zero the collapsed latents' rows of the encoder's last layer and Adam's moments of
+        them."""
         if not self.collapsed:
             return
         rows = self.model.collapse_latents(self.collapsed)
@@ -714,7 +719,8 @@ class RunDirectory(Callback):
                         module.branched_from
                         and f"started from stage {module.branched_from}'s weights",
                         module.collapsed
-                        and f"redundant latents {' '.join(map(str, module.collapsed))} collapsed",
+                        and f"latents {' '.join(map(str, module.collapsed))} collapsed "
+                        "to the prior",
                     ],
                 )
             ),
