@@ -465,7 +465,7 @@ class MinrepModule(pl.LightningModule):
         self.collapsed = []
         if (
             self.follow_plan
-            and self.plan.stages[self.plan.at(self.current_epoch)["stage"]].while_redundant
+            and self.plan.stages[self.plan.locate(self.current_epoch)[0]].while_redundant
         ):
             self.collapse_redundant()
 
