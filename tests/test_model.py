@@ -18,6 +18,7 @@ from minrep.model import (
     ModelConfig,
     Prediction,
     ageing_log_scale,
+    early_log_mean_squares,
     exponential_memories,
     fractional_coefficients,
     invariant_features,
@@ -60,6 +61,31 @@ def test_encoder_layer_sizes_follow_table_one():
     assert VAE(ModelConfig()).encoder.mlp[0].in_features == 512  # the paper's network
     equivariant = VAE(ModelConfig(scale_equivariant=True))
     assert equivariant.encoder.mlp[0].in_features == 513  # + centred log scale
+    whole = VAE(ModelConfig.whole_trajectory())
+    assert whole.encoder.mlp[0].in_features == 513 + 1 + 6  # + log length, early bins
+
+
+def test_early_log_mean_squares():
+    """Steps [0], [1], [2, 4), [4, 8) of a 2D track by hand; a bin past the end is 0; an exact
+    zero step stays finite; rotating the track changes nothing."""
+    x = torch.zeros(1, 2, 6, dtype=torch.float64)
+    x[0, :, 0] = torch.tensor([3.0, 4.0])  # |x|^2 = 25
+    x[0, 0, 2:4] = torch.tensor([1.0, 2.0])  # steps 2, 3: |x|^2 = 1, 4; step 1 is zero
+    x[0, 1, 4:6] = torch.tensor([2.0, 2.0])  # steps 4, 5
+    got = early_log_mean_squares(x, 5)[0]
+    per_coordinate = torch.tensor([25 / 2, 0.0, 2.5 / 2, 4 / 2], dtype=torch.float64)
+    expected = torch.log(per_coordinate + 1e-6)
+    torch.testing.assert_close(got[:4], expected)
+    assert got[4] == 0.0  # steps [8, 16) are past the end of 6 steps
+    assert got[1] == pytest.approx(math.log(1e-6))
+    angle = 0.7
+    rotation = torch.tensor(
+        [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]],
+        dtype=torch.float64,
+    )
+    rotated = torch.einsum("ij,bjt->bit", rotation, x)
+    kept = [0, 2, 3, 4]  # step 1 is zero either way
+    torch.testing.assert_close(early_log_mean_squares(rotated, 5)[0][kept], got[kept])
 
 
 @pytest.mark.parametrize("scale_equivariant", [True, False])
