@@ -118,6 +118,14 @@ def test_decoder_only_stages_round_trip_and_are_checked():
     assert not plan.at(0.5)["decoder_only"] and plan.at(1.5)["decoder_only"]
     with pytest.raises(ValueError, match="decoder_only must be true or false"):
         Stage(1, decoder_only="yes")
+    prefix = Stage(3, 4e-3, 3e-4, decoder_only=True, encode_steps=399)
+    assert Stage.from_dict(prefix.to_dict()) == prefix
+    assert "encode_steps" not in stage.to_dict()
+    assert Plan([stage, prefix]).at(3.5)["encode_steps"] == 399
+    with pytest.raises(ValueError, match="encode_steps belongs to a decoder_only stage"):
+        Stage(1, encode_steps=399)
+    with pytest.raises(ValueError, match="encode_steps must be"):
+        Stage(1, decoder_only=True, encode_steps=0)
 
 
 def test_while_redundant_stages_round_trip_and_come_last():

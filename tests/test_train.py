@@ -980,3 +980,24 @@ def test_decoder_only_loss_is_the_nll_at_the_posterior_mean_without_encoder_grad
     loss.backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+
+
+def test_decoder_only_loss_can_encode_a_prefix_and_score_the_whole():
+    """With ``encode_steps`` the latent is the posterior mean of the prefix, and the NLL is
+    over every step of the whole trajectory."""
+    model = VAE(ModelConfig.whole_trajectory())
+    torch.nn.init.normal_(model.scale_head.weight)  # zero at first: the law would not see z
+    x = torch.randn(4, 1, 120) * 0.05
+    loss, _ = model.loss(x, 1e-3, decoder_only=True, encode_steps=40)
+    mu, _ = model.encode(x[..., :40])
+    expected = -model.predict(x, mu).log_prob(x).mean()
+    torch.testing.assert_close(loss.detach(), expected.detach())
+    assert not torch.allclose(loss, model.loss(x, 1e-3, decoder_only=True)[0])
+    with pytest.raises(ValueError, match="decoder-only"):
+        model.loss(x, 1e-3, encode_steps=40)
+
+
+def test_encode_steps_shorter_than_the_network_needs_is_refused(tiny, tmp_path):
+    plan = Plan([Stage(1, 0.0), Stage(1, 1e-3, decoder_only=True, encode_steps=8)])
+    with pytest.raises(train.TrainingError, match="stage 2: encode_steps 8 is shorter than the 33"):
+        train.train(tiny, tmp_path / "run", config(plan=plan), progress=False)

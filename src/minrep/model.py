@@ -932,13 +932,21 @@ class VAE(nn.Module):
             tail = torch.einsum("bdkn,bk->bdn", delayed, self.fractional_tail_weights(d))
             return recent + tail
 
-    def forward(self, x: Tensor, sample: bool = True, train_encoder: bool = True) -> dict:
+    def forward(
+        self,
+        x: Tensor,
+        sample: bool = True,
+        train_encoder: bool = True,
+        encode_steps: int | None = None,
+    ) -> dict:
         """Encode, sample z (its mean when ``sample`` is False), decode. Returns ``mu``,
         ``logvar``, ``z``, ``nll`` (batch,: mean NLL per predicted displacement component) and
         ``kl`` (batch, latent_dim: KL of each latent to N(0, 1)); with ``train_encoder`` False,
-        no gradient reaches the encoder."""
+        no gradient reaches the encoder. ``encode_steps``: encode only the first that many
+        displacements (the decoder still scores them all)."""
         with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
-            mu, logvar = (t.to(x.dtype) for t in self.encode(x))  # float32 under autocast
+            encoded = self.encode(x if encode_steps is None else x[..., :encode_steps])
+            mu, logvar = (t.to(x.dtype) for t in encoded)  # float32 under autocast
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         prediction = self.predict(x, z)
         with full_precision(x):
@@ -952,6 +960,7 @@ class VAE(nn.Module):
         decorrelation: float | Tensor = 0.0,
         reference_steps: int | None = None,
         decoder_only: bool = False,
+        encode_steps: int | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """beta-VAE loss: mean NLL per predicted displacement + beta * KL summed over latents,
         both averaged over the batch, + ``decorrelation`` * :func:`latent_covariance` (a
@@ -967,8 +976,13 @@ class VAE(nn.Module):
         survive beta 4e-3 for FBM, docs/whole-decoder.md).
 
         ``decoder_only``: the decoder's NLL at the posterior mean alone, no gradient to the
-        encoder (:class:`minrep.schedule.Stage`)."""
-        out = self(x, sample=not decoder_only, train_encoder=not decoder_only)
+        encoder (:class:`minrep.schedule.Stage`); with ``encode_steps``, the posterior mean of
+        each trajectory's first that many displacements."""
+        if encode_steps is not None and not decoder_only:
+            raise ValueError("encode_steps belongs to the decoder-only loss")
+        out = self(
+            x, sample=not decoder_only, train_encoder=not decoder_only, encode_steps=encode_steps
+        )
         nll = out["nll"].mean()
         kl_per_latent = out["kl"].mean(dim=0)
         predicted = x.shape[-1] - self.first_predicted_step

@@ -163,6 +163,10 @@ class Stage:
     do not change, and the decoder learns the law of a trajectory given its posterior mean,
     the code that the analysis and generation use. Trained on sampled latents, it learns the
     law averaged over the posterior's spread, which beta widens (docs/whole-decoder.md).
+    ``encode_steps`` (decoder-only stages) takes the posterior mean of each trajectory's first
+    ``encode_steps`` displacements, the length the encoder was trained on, and the decoder's
+    NLL over the whole: trained on longer trajectories, the decoder learns its law at lags
+    that the encoder's training length does not reach (FBM's long memory).
 
     ``while_redundant`` (the last stage only) runs the stage only while more latents survive
     than the representation has dimensions (:mod:`minrep.dimension`): training ends at the
@@ -177,6 +181,7 @@ class Stage:
     compare_with: int | None = None
     start_from: int | None = None
     decoder_only: bool = False  # encoder frozen, decoder trained at the posterior mean
+    encode_steps: int | None = None  # decoder_only: the posterior mean of this prefix
     while_redundant: bool = False  # last stage: only while latents outnumber dimensions
 
     def __post_init__(self):
@@ -210,6 +215,14 @@ class Stage:
                 raise ValueError(
                     f"{name} must be the number of an earlier stage (from 1), got {value!r}"
                 )
+        if self.encode_steps is not None:
+            if not (_is_integer(self.encode_steps) and self.encode_steps >= 1):
+                raise ValueError(
+                    f"encode_steps must be a number of displacements >= 1, got "
+                    f"{self.encode_steps!r}"
+                )
+            if not self.decoder_only:
+                raise ValueError("encode_steps belongs to a decoder_only stage")
 
     def to_dict(self) -> dict:
         beta = schedule_to_dict(self.beta)
@@ -220,7 +233,7 @@ class Stage:
         for name in ("decoder_only", "while_redundant"):
             if getattr(self, name):
                 out[name] = True
-        for name in ("compare_with", "start_from"):
+        for name in ("compare_with", "start_from", "encode_steps"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -230,7 +243,7 @@ class Stage:
         if not isinstance(values, dict):
             raise ValueError(
                 "a stage is a mapping (epochs, beta, lr, policy, decorrelation, compare_with, "
-                f"start_from, decoder_only, while_redundant), got {values!r}"
+                f"start_from, decoder_only, encode_steps, while_redundant), got {values!r}"
             )
         unknown = sorted(map(str, set(values) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
@@ -314,8 +327,8 @@ class Plan:
         return list(accumulate(s.epochs for s in self.stages))
 
     def at(self, epoch: float) -> dict[str, float]:
-        """Stage index, beta, learning rate, Adam beta1, decorrelation weight and whether the
-        stage trains the decoder only, at a fractional epoch (from 0)."""
+        """Stage index, beta, learning rate, Adam beta1, decorrelation weight, whether the
+        stage trains the decoder only and from which prefix, at a fractional epoch (from 0)."""
         i, local = self.locate(epoch)
         stage = self.stages[i]
         if stage.policy == "one-cycle":
@@ -329,6 +342,7 @@ class Plan:
             "momentum": momentum,
             "decorrelation": stage.decorrelation,
             "decoder_only": stage.decoder_only,
+            "encode_steps": stage.encode_steps,
         }
 
     def scaled_lr(self, lr: float) -> Plan:

@@ -411,7 +411,12 @@ class MinrepModule(pl.LightningModule):
         whole = self.datasets[0].data.shape[-1] - self.model.first_predicted_step
         if self.automatic_optimization:
             loss, _ = self.model.loss(
-                batch, self.beta, decorrelation, reference_steps=whole, decoder_only=decoder_only
+                batch,
+                self.beta,
+                decorrelation,
+                reference_steps=whole,
+                decoder_only=decoder_only,
+                encode_steps=position["encode_steps"] if decoder_only else None,
             )
         else:
             if self._gradients is None:
@@ -1068,6 +1073,12 @@ def _prepare(
             f"crop_min_steps {config.crop_min_steps} is shorter than the {model_config.min_steps} "
             f"displacements this network needs"
         )
+    for number, stage in enumerate(config.resolved().plan.stages, start=1):
+        if stage.encode_steps is not None and stage.encode_steps < model_config.min_steps:
+            raise TrainingError(
+                f"stage {number}: encode_steps {stage.encode_steps} is shorter than the "
+                f"{model_config.min_steps} displacements this network needs"
+            )
     check_data(data, model_config, source)
     train_idx, val_idx = _split_checked(data, config, source)
     data_section = {
