@@ -62,7 +62,9 @@ def test_encoder_layer_sizes_follow_table_one():
     equivariant = VAE(ModelConfig(scale_equivariant=True))
     assert equivariant.encoder.mlp[0].in_features == 513  # + centred log scale
     whole = VAE(ModelConfig.whole_trajectory())
-    assert whole.encoder.mlp[0].in_features == 513 + 1 + 6  # + log length, early bins
+    assert whole.encoder.mlp[0].in_features == 513 + 1  # + log length
+    early = VAE(ModelConfig.whole_trajectory(early_bins=6))
+    assert early.encoder.mlp[0].in_features == 513 + 1 + 6  # + the early mean squares
 
 
 def test_early_log_mean_squares():
