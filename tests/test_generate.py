@@ -87,18 +87,19 @@ def naive_generate_whole(model, z, n_steps, noise):
 
 
 @pytest.mark.parametrize(
-    "dim, scale_equivariant, log_time, memory, ageing, mean_lags",
+    "dim, scale_equivariant, log_time, memory, ageing, mean_lags, reads_past",
     [
-        (1, True, False, "free", False, 0),
-        (2, True, False, "free", False, 0),
-        (2, False, True, "free", True, 0),
-        (1, True, False, "fractional", True, 0),
-        (2, False, False, "fractional", False, 0),
-        (1, True, False, "fractional", True, 8),
+        (1, True, False, "free", False, 0, True),
+        (2, True, False, "free", False, 0, True),
+        (2, False, True, "free", True, 0, True),
+        (1, True, False, "fractional", True, 0, True),
+        (2, False, False, "fractional", False, 0, True),
+        (1, True, False, "fractional", True, 8, True),
+        (2, True, False, "fractional", True, 8, False),
     ],
 )
 def test_whole_decoder_incremental_equals_forward(
-    dim, scale_equivariant, log_time, memory, ageing, mean_lags, monkeypatch
+    dim, scale_equivariant, log_time, memory, ageing, mean_lags, reads_past, monkeypatch
 ):
     monkeypatch.setattr(generate, "CONDITION_CHUNK", 24)
     config = ModelConfig(
@@ -110,6 +111,7 @@ def test_whole_decoder_incremental_equals_forward(
         memory=memory,
         ageing=ageing,
         mean_lags=mean_lags,
+        reads_past=reads_past,
         **({"memory_timescales": FRACTIONAL_TIMESCALES} if memory == "fractional" else {}),
     )
     # Weights small enough that the network is not chaotic: float rounding, which differs

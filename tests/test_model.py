@@ -286,6 +286,27 @@ def test_invariant_features():
     )
 
 
+def test_a_decoder_that_does_not_read_the_past_has_the_form_of_a_gaussian_law():
+    """``reads_past=False``: log sigma does not depend on the past's values and the mean is
+    linear in them (its coefficients are functions of the latent and the time), whatever the
+    weights; with ``reads_past`` the same weights give neither."""
+    results = {}
+    for reads_past in (False, True):
+        torch.manual_seed(3)
+        model = VAE(ModelConfig.whole_trajectory(dim=2, reads_past=reads_past)).double()
+        for p in model.decoder.parameters():
+            nn.init.normal_(p, std=0.3)
+        nn.init.normal_(model.order_head.weight, std=0.3)
+        z = torch.randn(2, 6, dtype=torch.float64)
+        x1, x2 = (torch.randn(2, 2, 50, dtype=torch.float64) for _ in range(2))
+        laws = [model.predict(x, z) for x in (x1, x2, x1 + x2)]
+        same_sigma = torch.allclose(laws[0].log_sigma, laws[1].log_sigma)
+        linear = torch.allclose(laws[2].mean, laws[0].mean + laws[1].mean, atol=1e-12)
+        results[reads_past] = (same_sigma, linear)
+    assert results[False] == (True, True)
+    assert results[True] == (False, False)
+
+
 def test_mean_lags_shorten_the_mean_window():
     """``mean_lags`` w: the head gives log sigma and w coefficients, the mean is their
     combination of the w last steps: with constant coefficients (the head's weights 0, its

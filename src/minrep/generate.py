@@ -205,6 +205,8 @@ class FastDecoder:
                 length = x.norm(dim=1, keepdim=True)
                 x_features = torch.cat([length, (x * direction).sum(1, keepdim=True)], dim=1)
                 direction = x / length.clamp_min(1e-30)  # 0 where x is
+                if not self.config.reads_past:
+                    x_features = torch.zeros_like(x_features)
             else:
                 x = series[step] if inv_scale is None else series[step] * inv_scale
                 x_features = x

@@ -33,6 +33,13 @@ Shapes: trajectories are displacements ``(batch, dim, L)``. Two decoders, chosen
   bias is left for a long memory to integrate into a drift (measured, docs/whole-decoder.md).
   Processes with a drift or an anisotropy need the ``"window"`` decoder.
 
+  ``reads_past=False`` gives the WaveNet only which past steps exist, not their values: log
+  sigma and the mean's coefficients are then functions of the latent and the time, the form of
+  the law of a Gaussian process (its best predictor is linear in the past, with coefficients
+  and variance that do not depend on the values). What the decoder could read from the window
+  before each step (the local variance, the measurement's correlations) must then come
+  through the latent.
+
 
 ``scale_equivariant`` (off in ``ModelConfig()``, on in :func:`minrep.train.train`) is a
 reparameterisation measured in ``docs/scale-equivariance.md``: the convolutions see
@@ -143,6 +150,7 @@ class ModelConfig:
     ageing: bool = False  # "whole": step t's scale times sqrt((t+1)^a - t^a), a(z) (see VAE)
     mean_lags: int = 0  # "whole": the mean's coefficients cover this many last steps (0: rf)
     early_bins: int = 0  # encoder: log mean squares of steps [0], [1], [2, 4), ... (off: v7)
+    reads_past: bool = True  # "whole": the WaveNet reads the past's values (False: see VAE)
 
     def __post_init__(self):
         self.encoder_hidden = tuple(self.encoder_hidden)
@@ -166,9 +174,12 @@ class ModelConfig:
             raise ValueError("ModelConfig.early_bins are relative to the RMS: scale_equivariant")
         if self.log_time and self.decoder != "whole":
             raise ValueError("ModelConfig.log_time is a time feature of the 'whole' decoder")
-        if self.decoder != "whole" and (self.memory != "free" or self.ageing or self.mean_lags):
+        if self.decoder != "whole" and (
+            self.memory != "free" or self.ageing or self.mean_lags or not self.reads_past
+        ):
             raise ValueError(
-                "ModelConfig.memory, ageing and mean_lags belong to the 'whole' decoder"
+                "ModelConfig.memory, ageing, mean_lags and reads_past belong to the 'whole' "
+                "decoder"
             )
         if not 0 <= self.mean_lags <= self.receptive_field:
             raise ValueError(
@@ -884,7 +895,9 @@ class VAE(nn.Module):
         # Column j of the padded input holds step j - rf, zeros (and mark 0) before the start;
         # output column t then sees steps t - rf .. t - 1.
         observed = torch.ones_like(x[:, :1])
-        past = F.pad(torch.cat([invariant_features(x), observed], dim=1)[..., :-1], (rf, 0))
+        features = invariant_features(x) if self.config.reads_past else x.new_zeros(len(x), 2, 1)
+        features = features.expand(-1, -1, length)
+        past = F.pad(torch.cat([features, observed], dim=1)[..., :-1], (rf, 0))
         condition = self.condition_at(z, torch.arange(1 - rf, length))
         head = self.decoder(past, condition)
         ageing = self.ageing_of(z, torch.arange(length))
