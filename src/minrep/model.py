@@ -178,8 +178,7 @@ class ModelConfig:
             self.memory != "free" or self.ageing or self.mean_lags or not self.reads_past
         ):
             raise ValueError(
-                "ModelConfig.memory, ageing, mean_lags and reads_past belong to the 'whole' "
-                "decoder"
+                "ModelConfig.memory, ageing, mean_lags and reads_past belong to the 'whole' decoder"
             )
         if not 0 <= self.mean_lags <= self.receptive_field:
             raise ValueError(
