@@ -41,7 +41,8 @@ def describe(model: dict, training: dict, data: dict) -> tuple[str, str, str]:
         )
         decoder = (
             "the whole-trajectory decoder (every displacement predicted, memory of the whole "
-            f"past: `memory = {model.get('memory')!r}`, `ageing = {model.get('ageing')}`{prefixes})"
+            f"past: `memory = {model.get('memory')!r}`, `ageing = {model.get('ageing')}`, "
+            f"`mean_lags = {model.get('mean_lags', 0)}`{prefixes})"
         )
     else:
         decoder = "the paper's decoder (receptive field 32)"
