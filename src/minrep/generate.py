@@ -176,6 +176,7 @@ class FastDecoder:
             decay = memory_decays(c.memory_timescales).to(memories)
             scaled = torch.zeros_like(series)
             direction = torch.zeros(batch, c.dim, device=self.device)
+            blind = torch.zeros(batch, 2, device=self.device)  # reads_past off
             fractional = c.memory == "fractional"
             lags = c.linear_window
             ageing = self.model.ageing_of(z, torch.arange(n_steps))  # (batch, n_steps) or None
@@ -200,13 +201,13 @@ class FastDecoder:
                 else:
                     part = condition_by_time[chunk_start : chunk_start + CONDITION_CHUNK]
                 terms = self._conditioning(part)
-            if whole:
+            if whole and not c.reads_past:
+                x_features = blind  # the WaveNet sees only that the past exists
+            elif whole:
                 x = scaled[step]
                 length = x.norm(dim=1, keepdim=True)
                 x_features = torch.cat([length, (x * direction).sum(1, keepdim=True)], dim=1)
                 direction = x / length.clamp_min(1e-30)  # 0 where x is
-                if not self.config.reads_past:
-                    x_features = torch.zeros_like(x_features)
             else:
                 x = series[step] if inv_scale is None else series[step] * inv_scale
                 x_features = x
